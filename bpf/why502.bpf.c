@@ -1,0 +1,759 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * why502 kernel side: follows the TCP connections that watched processes
+ * (nginx workers) open, and reports host-wide facts about the upstream side.
+ *
+ * Hot-path rule: a successful upstream connection costs one TGID lookup and a
+ * few map updates; only failures and anomalies reach the ring buffer.
+ * Only tracepoints (tp_btf; tp/ for syscalls): kprobes/fentry are not
+ * available on every kernel users run (nor on our CI machines).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "why502/events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define EINPROGRESS 115
+#define EMFILE 24
+#define ENFILE 23
+#define ENOBUFS 105
+#define ENOMEM 12
+#define ETIMEDOUT 110
+
+/* Set by userspace before load. */
+const volatile char comm_filters[WHY502_MAX_COMM_FILTERS][WHY502_COMM_LEN] = {};
+const volatile __u32 n_comm_filters = 0;
+/* Host-wide records (drops, resets sent, exits) allowed per CPU per second. */
+const volatile __u32 host_records_per_sec = 2000;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} events SEC(".maps");
+
+/* TGIDs whose connections we follow; kept across fork in the kernel. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} watched SEC(".maps");
+
+/* In-flight connections of watched processes, keyed by struct sock *. */
+struct conn_info {
+	__u32 pid;
+	__u32 tid;
+	char comm[WHY502_COMM_LEN];
+	__u64 ts_syn_sent;
+	__u64 ts_established;
+	__u64 ts_reset;
+	__u64 ts_fin_received;
+	__u64 ts_error;
+	__s32 sk_err;
+	__u32 syn_retrans;
+	__u32 retrans;
+	__u32 reset_state;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn_info);
+} conns SEC(".maps");
+
+/* connect() arguments between sys_enter and sys_exit, keyed by pid_tgid. */
+struct connect_args {
+	__u64 uaddr;
+	__s32 fd;
+	__u32 addrlen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct connect_args);
+} connects SEC(".maps");
+
+/* Every loss, per site and CPU (enum why502_loss_site). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WHY502_LOSS_SITES);
+	__type(key, __u32);
+	__type(value, __u64);
+} losses SEC(".maps");
+
+/* Per-CPU one-second window for the host-record rate limit. */
+struct rate_window {
+	__u64 start_ns;
+	__u64 count;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rate_window);
+} host_rate SEC(".maps");
+
+static __always_inline void count_loss(__u32 site)
+{
+	__u64 *n = bpf_map_lookup_elem(&losses, &site);
+
+	if (n)
+		*n += 1;
+}
+
+/* Reserve a record and fill the header; counts the loss when the buffer is full. */
+static __always_inline void *reserve(__u64 size, __u32 kind, __u32 flags)
+{
+	struct why502_header *h = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!h) {
+		count_loss(WHY502_LOSS_RINGBUF);
+		return NULL;
+	}
+	h->kind = kind;
+	h->flags = flags;
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->cpu = bpf_get_smp_processor_id();
+	h->pad = 0;
+	return h;
+}
+
+/* Host-wide records are rate limited so a port scan cannot flood the buffer. */
+static __always_inline bool host_record_allowed(void)
+{
+	__u32 zero = 0;
+	struct rate_window *w = bpf_map_lookup_elem(&host_rate, &zero);
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	if (!w)
+		return false;
+	if (now - w->start_ns > 1000000000ULL) {
+		w->start_ns = now;
+		w->count = 0;
+	}
+	if (w->count >= host_records_per_sec) {
+		count_loss(WHY502_LOSS_RATE_LIMIT);
+		return false;
+	}
+	w->count++;
+	return true;
+}
+
+static __always_inline bool is_watched(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&watched, &tgid) != NULL;
+}
+
+static __always_inline __u16 sock_sport(const struct sock *sk)
+{
+	/* inet_sport, not skc_num: tcp_set_state() releases the port (num = 0)
+	 * before the CLOSE tracepoint fires, but leaves inet_sport in place. */
+	return bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+}
+
+static __always_inline void read_sock_tuple(const struct sock *sk, struct why502_tuple *t)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	t->family = family;
+	t->sport = sock_sport(sk);
+	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+/* ---- connections of watched processes ---------------------------------- */
+
+static __always_inline void emit_conn_fail(const struct sock *sk, struct conn_info *ci,
+					   __u32 failure, __u32 last_state, __u64 ts_close)
+{
+	struct why502_conn_fail *e;
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+	e = reserve(sizeof(*e), WHY502_EV_CONN_FAIL, 0);
+	if (!e)
+		return;
+	read_sock_tuple(sk, &e->tuple);
+	e->pid = ci->pid;
+	e->tid = ci->tid;
+	__builtin_memcpy(e->comm, ci->comm, sizeof(e->comm));
+	e->failure = failure;
+	e->sk_err = ci->sk_err;
+	e->syn_retrans = ci->syn_retrans;
+	e->retrans = ci->retrans;
+	e->last_state = last_state;
+	e->pad = 0;
+	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	e->ts_syn_sent = ci->ts_syn_sent;
+	e->ts_established = ci->ts_established;
+	e->ts_reset = ci->ts_reset;
+	e->ts_fin_received = ci->ts_fin_received;
+	e->ts_error = ci->ts_error;
+	e->ts_close = ts_close;
+	e->conn_id = (__u64)ci->ts_syn_sent ^ ((__u64)ci->tid << 32);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Decide at close whether the connection failed, and how. */
+static __always_inline void conn_closed(const struct sock *sk, struct conn_info *ci, int oldstate)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	/* tcp_done_with_error() sets sk_err, closes, and only then reports the error. */
+	if (!ci->sk_err)
+		ci->sk_err = BPF_CORE_READ(sk, sk_err);
+	if (oldstate == TCP_SYN_SENT) {
+		/* connect() failed before any SYN left (no port: EADDRNOTAVAIL); the syscall record reports it. */
+		if (sock_sport(sk) == 0)
+			return;
+		if (ci->ts_reset)
+			emit_conn_fail(sk, ci, WHY502_FAIL_RST_IN_SYN_SENT, oldstate, now);
+		else if (ci->sk_err && ci->sk_err != ETIMEDOUT)
+			emit_conn_fail(sk, ci, WHY502_FAIL_ICMP_ERROR, oldstate, now);
+		else
+			emit_conn_fail(sk, ci, WHY502_FAIL_SYN_TIMEOUT, oldstate, now);
+		return;
+	}
+	if (ci->ts_reset) {
+		emit_conn_fail(sk, ci, WHY502_FAIL_RST_ESTABLISHED, ci->reset_state, now);
+		return;
+	}
+	if (ci->ts_fin_received && BPF_CORE_READ((const struct tcp_sock *)sk, bytes_received) == 0)
+		emit_conn_fail(sk, ci, WHY502_FAIL_FIN_BEFORE_DATA, oldstate, now);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u64 key = (__u64)sk;
+	struct conn_info *ci;
+
+	if (newstate == TCP_SYN_SENT) {
+		__u64 id = bpf_get_current_pid_tgid();
+		struct conn_info fresh = {};
+
+		/* The hot path for everyone else: one hash lookup and out. */
+		if (!is_watched(id >> 32))
+			return 0;
+		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+			return 0;
+		fresh.pid = id >> 32;
+		fresh.tid = (__u32)id;
+		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+		fresh.ts_syn_sent = bpf_ktime_get_boot_ns();
+		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_ANY))
+			count_loss(WHY502_LOSS_CONN_MAP);
+		return 0;
+	}
+
+	ci = bpf_map_lookup_elem(&conns, &key);
+	if (!ci)
+		return 0;
+	switch (newstate) {
+	case TCP_ESTABLISHED:
+		ci->ts_established = bpf_ktime_get_boot_ns();
+		/* Connected, but only after SYN retransmits: a slow or overflowing listener. */
+		if (ci->syn_retrans)
+			emit_conn_fail(sk, ci, WHY502_FAIL_SYN_RETRANS, oldstate, 0);
+		break;
+	case TCP_CLOSE_WAIT:
+		ci->ts_fin_received = bpf_ktime_get_boot_ns();
+		break;
+	case TCP_CLOSE:
+		conn_closed(sk, ci, oldstate);
+		bpf_map_delete_elem(&conns, &key);
+		break;
+	}
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+
+	if (!ci)
+		return 0;
+	ci->ts_reset = bpf_ktime_get_boot_ns();
+	ci->reset_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	return 0;
+}
+
+SEC("tp_btf/inet_sk_error_report")
+int BPF_PROG(on_inet_sk_error_report, const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+
+	if (!ci)
+		return 0;
+	/* RST sets ECONNREFUSED/ECONNRESET, ICMP errors EHOSTUNREACH etc., the SYN timer ETIMEDOUT. */
+	ci->sk_err = BPF_CORE_READ(sk, sk_err);
+	ci->ts_error = bpf_ktime_get_boot_ns();
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(on_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
+{
+	__u64 key = (__u64)sk;
+	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+
+	if (!ci)
+		return 0;
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_SYN_SENT)
+		ci->syn_retrans++;
+	else
+		ci->retrans++;
+	return 0;
+}
+
+/* ---- host-wide facts about the upstream side --------------------------- */
+
+static __always_inline __u32 drop_code(enum skb_drop_reason reason)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NO_SOCKET))
+		return WHY502_DROP_NO_SOCKET;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW))
+		return WHY502_DROP_TCP_LISTEN_OVERFLOW;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NETFILTER_DROP))
+		return WHY502_DROP_NETFILTER_DROP;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_SOCKET_BACKLOG) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_SOCKET_BACKLOG))
+		return WHY502_DROP_SOCKET_BACKLOG;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_SOCKET_RCVBUFF) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_SOCKET_RCVBUFF))
+		return WHY502_DROP_SOCKET_RCVBUFF;
+	return WHY502_DROP_OTHER;
+}
+
+/* Read the IP and TCP headers of an skb into a tuple (src = packet's sender). */
+static __always_inline bool read_skb_tuple(const struct sk_buff *skb, struct why502_tuple *t,
+					   __u8 *tcp_flags)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u8 first;
+	__u32 thoff;
+	struct tcphdr th;
+
+	if (bpf_probe_read_kernel(&first, 1, head + nh))
+		return false;
+	if ((first >> 4) == 4) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) || ip.protocol != IPPROTO_TCP)
+			return false;
+		t->family = AF_INET;
+		__builtin_memcpy(t->saddr, &ip.saddr, 4);
+		__builtin_memcpy(t->daddr, &ip.daddr, 4);
+		thoff = nh + (ip.ihl & 0xf) * 4;
+	} else if ((first >> 4) == 6) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) || ip6.nexthdr != IPPROTO_TCP)
+			return false;
+		t->family = AF_INET6;
+		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+		thoff = nh + sizeof(ip6);
+	} else {
+		return false;
+	}
+	if (bpf_probe_read_kernel(&th, sizeof(th), head + thoff))
+		return false;
+	t->sport = bpf_ntohs(th.source);
+	t->dport = bpf_ntohs(th.dest);
+	*tcp_flags = ((__u8 *)&th)[13];
+	return true;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	struct why502_drop *e;
+	struct why502_tuple t = {};
+	__u8 flags = 0;
+	__u32 code;
+
+	/* Most frees are NOT_SPECIFIED or routine purges: leave on the first compare. */
+	code = drop_code(reason);
+	if (code == WHY502_DROP_OTHER)
+		return 0;
+	if (!read_skb_tuple(skb, &t, &flags))
+		return 0;
+	if (!host_record_allowed())
+		return 0;
+	e = reserve(sizeof(*e), WHY502_EV_DROP, WHY502_FLAG_HOST);
+	if (!e)
+		return 0;
+	e->tuple = t;
+	e->reason = reason;
+	e->reason_code = code;
+	e->tcp_flags = flags;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct why502_reset_sent *e;
+	struct why502_tuple t = {};
+	__u8 flags = 0;
+	__u32 state = 0;
+
+	if (sk) {
+		read_sock_tuple(sk, &t);
+		state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	} else if (skb) {
+		struct why502_tuple in = {};
+
+		/* No socket: the RST answers this incoming packet, so swap to the sender's view. */
+		if (!read_skb_tuple(skb, &in, &flags))
+			return 0;
+		t.family = in.family;
+		__builtin_memcpy(t.saddr, in.daddr, 16);
+		__builtin_memcpy(t.daddr, in.saddr, 16);
+		t.sport = in.dport;
+		t.dport = in.sport;
+	} else {
+		return 0;
+	}
+	if (!host_record_allowed())
+		return 0;
+	e = reserve(sizeof(*e), WHY502_EV_RESET_SENT, WHY502_FLAG_HOST);
+	if (!e)
+		return 0;
+	e->tuple = t;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->state = state;
+	e->has_socket = sk != NULL;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/mark_victim")
+int BPF_PROG(on_mark_victim, struct task_struct *task, uid_t uid)
+{
+	struct why502_oom_victim *e;
+	struct mm_struct *mm;
+
+	e = reserve(sizeof(*e), WHY502_EV_OOM_VICTIM, WHY502_FLAG_HOST);
+	if (!e)
+		return 0;
+	e->pid = BPF_CORE_READ(task, tgid);
+	e->uid = uid;
+	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	e->total_vm_pages = 0;
+	e->anon_rss_pages = 0;
+	e->file_rss_pages = 0;
+	e->shmem_rss_pages = 0;
+	mm = BPF_CORE_READ(task, mm);
+	if (mm) {
+		e->total_vm_pages = BPF_CORE_READ(mm, total_vm);
+		/* rss_stat is an array of percpu_counter here; .count is the folded value. */
+		e->file_rss_pages = BPF_CORE_READ(mm, rss_stat[MM_FILEPAGES].count);
+		e->anon_rss_pages = BPF_CORE_READ(mm, rss_stat[MM_ANONPAGES].count);
+		e->shmem_rss_pages = BPF_CORE_READ(mm, rss_stat[MM_SHMEMPAGES].count);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline bool is_fatal_signal(int sig)
+{
+	/* Default action terminates the process and servers rarely handle these. */
+	switch (sig) {
+	case 2: /* SIGINT */
+	case 3: /* SIGQUIT */
+	case 4: /* SIGILL */
+	case 6: /* SIGABRT */
+	case 7: /* SIGBUS */
+	case 8: /* SIGFPE */
+	case 9: /* SIGKILL */
+	case 11: /* SIGSEGV */
+	case 15: /* SIGTERM */
+	case 24: /* SIGXCPU */
+	case 31: /* SIGSYS */
+		return true;
+	}
+	return false;
+}
+
+SEC("tp_btf/signal_generate")
+int BPF_PROG(on_signal_generate, int sig, struct kernel_siginfo *info, struct task_struct *task,
+	     int group, int result)
+{
+	struct why502_signal *e;
+	__u64 id;
+
+	if (!is_fatal_signal(sig))
+		return 0;
+	e = reserve(sizeof(*e), WHY502_EV_SIGNAL, WHY502_FLAG_HOST);
+	if (!e)
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	e->sig = sig;
+	e->result = result;
+	e->target_pid = BPF_CORE_READ(task, tgid);
+	e->target_tid = BPF_CORE_READ(task, pid);
+	BPF_CORE_READ_STR_INTO(&e->target_comm, task, comm);
+	e->sender_pid = id >> 32;
+	e->sender_tid = (__u32)id;
+	bpf_get_current_comm(e->sender_comm, sizeof(e->sender_comm));
+	/* SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1) are not pointers. */
+	e->si_code = (__u64)info > 1 ? BPF_CORE_READ(info, si_code) : 0x80 /* SI_KERNEL */;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_sched_process_exit, struct task_struct *p, bool group_dead)
+{
+	struct why502_exit *e;
+	__u32 tgid;
+	__u32 watched_flag;
+
+	/* One record per process, when its last thread leaves. */
+	if (!group_dead)
+		return 0;
+	tgid = BPF_CORE_READ(p, tgid);
+	watched_flag = is_watched(tgid);
+	if (watched_flag)
+		bpf_map_delete_elem(&watched, &tgid);
+	if (!host_record_allowed())
+		return 0;
+	e = reserve(sizeof(*e), WHY502_EV_EXIT, WHY502_FLAG_HOST);
+	if (!e)
+		return 0;
+	e->pid = tgid;
+	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
+	e->exit_code = BPF_CORE_READ(p, exit_code);
+	if (e->exit_code == 0)
+		e->exit_code = BPF_CORE_READ(p, signal, group_exit_code);
+	e->watched = watched_flag;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline void watch_process(__u32 pid, __u32 parent, __u32 via,
+					  struct task_struct *task)
+{
+	__u8 one = 1;
+	struct why502_watch *e;
+
+	if (bpf_map_update_elem(&watched, &pid, &one, BPF_ANY)) {
+		count_loss(WHY502_LOSS_WATCH_MAP);
+		return;
+	}
+	e = reserve(sizeof(*e), WHY502_EV_WATCH, 0);
+	if (!e)
+		return;
+	e->pid = pid;
+	e->parent_pid = parent;
+	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
+	e->via = via;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+
+	/* New threads share the tgid; only new processes (a reload's workers) need adding. */
+	if (ptgid == ctgid || !is_watched(ptgid))
+		return 0;
+	watch_process(ctgid, ptgid, 1, child);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_sched_process_exec, struct task_struct *p)
+{
+	char comm[WHY502_COMM_LEN];
+	__u32 tgid;
+
+	if (n_comm_filters == 0)
+		return 0;
+	bpf_get_current_comm(comm, sizeof(comm));
+	for (int f = 0; f < WHY502_MAX_COMM_FILTERS; f++) {
+		bool same = true;
+
+		if (f >= n_comm_filters)
+			break;
+		for (int i = 0; i < WHY502_COMM_LEN; i++) {
+			if (comm[i] != comm_filters[f][i]) {
+				same = false;
+				break;
+			}
+			if (comm[i] == 0)
+				break;
+		}
+		if (same) {
+			tgid = BPF_CORE_READ(p, tgid);
+			if (!is_watched(tgid))
+				watch_process(tgid, BPF_CORE_READ(p, real_parent, tgid), 2, p);
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* ---- syscalls of watched processes (classic tracepoints: need tracefs) -- */
+
+SEC("tp/syscalls/sys_enter_connect")
+int on_sys_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct connect_args args;
+
+	if (!is_watched(id >> 32))
+		return 0;
+	args.fd = (__s32)ctx->args[0];
+	args.uaddr = ctx->args[1];
+	args.addrlen = (__u32)ctx->args[2];
+	if (bpf_map_update_elem(&connects, &id, &args, BPF_ANY))
+		count_loss(WHY502_LOSS_CONNECT_MAP);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_connect")
+int on_sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct connect_args *args;
+	struct why502_syscall_err *e;
+	long ret = ctx->ret;
+	__u16 family = 0;
+
+	args = bpf_map_lookup_elem(&connects, &id);
+	if (!args)
+		return 0;
+	/* A non-blocking TCP connect in progress is the normal case. */
+	if (ret >= 0 || ret == -EINPROGRESS)
+		goto out;
+	e = reserve(sizeof(*e), WHY502_EV_SYSCALL_ERR, 0);
+	if (!e)
+		goto out;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->syscall = WHY502_SYS_CONNECT;
+	e->err = -ret;
+	e->fd = args->fd;
+	e->port = 0;
+	e->pad2 = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	__builtin_memset(e->unix_path, 0, sizeof(e->unix_path));
+	bpf_probe_read_user(&family, sizeof(family), (void *)args->uaddr);
+	e->family = family;
+	if (family == AF_INET) {
+		struct sockaddr_in sin = {};
+
+		bpf_probe_read_user(&sin, sizeof(sin), (void *)args->uaddr);
+		e->port = bpf_ntohs(sin.sin_port);
+		__builtin_memcpy(e->addr, &sin.sin_addr, 4);
+	} else if (family == AF_INET6) {
+		struct sockaddr_in6 sin6 = {};
+
+		bpf_probe_read_user(&sin6, sizeof(sin6), (void *)args->uaddr);
+		e->port = bpf_ntohs(sin6.sin6_port);
+		__builtin_memcpy(e->addr, &sin6.sin6_addr, 16);
+	} else if (family == AF_UNIX) {
+		__u32 len = args->addrlen;
+		__u32 path_len;
+
+		/* sun_path follows the 2-byte family; abstract names start with NUL. */
+		path_len = len > 2 ? (len - 2) & 0xff : 0;
+		if (path_len > WHY502_UNIX_PATH_LEN)
+			path_len = WHY502_UNIX_PATH_LEN;
+		if (path_len)
+			bpf_probe_read_user(e->unix_path, path_len, (void *)(args->uaddr + 2));
+		if (e->unix_path[0] == 0 && path_len > 1)
+			e->unix_path[0] = '@';
+	}
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&connects, &id);
+	return 0;
+}
+
+static __always_inline void emit_fd_syscall_err(__u32 syscall, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct why502_syscall_err *e;
+
+	if (!is_watched(id >> 32))
+		return;
+	e = reserve(sizeof(*e), WHY502_EV_SYSCALL_ERR, 0);
+	if (!e)
+		return;
+	__builtin_memset(&e->pid, 0, sizeof(*e) - sizeof(e->hdr));
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->syscall = syscall;
+	e->err = -ret;
+	e->fd = -1;
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp/syscalls/sys_exit_socket")
+int on_sys_exit_socket(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret < 0)
+		emit_fd_syscall_err(WHY502_SYS_SOCKET, ctx->ret);
+	return 0;
+}
+
+/* accept() fails with EAGAIN all the time in nginx; only running out of descriptors matters. */
+static __always_inline bool is_resource_errno(long ret)
+{
+	return ret == -EMFILE || ret == -ENFILE || ret == -ENOBUFS || ret == -ENOMEM;
+}
+
+SEC("tp/syscalls/sys_exit_accept4")
+int on_sys_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	if (is_resource_errno(ctx->ret))
+		emit_fd_syscall_err(WHY502_SYS_ACCEPT, ctx->ret);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_accept")
+int on_sys_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	if (is_resource_errno(ctx->ret))
+		emit_fd_syscall_err(WHY502_SYS_ACCEPT, ctx->ret);
+	return 0;
+}

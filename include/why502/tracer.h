@@ -1,0 +1,83 @@
+// The kernel side as C++ sees it: load and attach the BPF programs, keep the
+// watched-process set, and turn ring-buffer records into KernelEvents.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "why502/kernel_event.h"
+
+namespace why502 {
+
+struct TracerOptions {
+  std::vector<uint32_t> pids;       // watched, with their existing descendants
+  std::vector<std::string> comms;   // processes with these names, now and when they exec later
+  uint32_t host_records_per_sec = 2000; // per CPU, for drops/resets/exits
+  bool mount_tracefs = true;        // mount /sys/kernel/tracing if absent (syscall tracepoints)
+};
+
+// What happened to one BPF program at start-up.
+struct ProgramStatus {
+  std::string program;    // "on_kfree_skb"
+  std::string tracepoint; // "tp_btf/kfree_skb"
+  bool attached = false;
+  std::string problem;    // why not, in plain words
+  std::vector<std::string> degraded_causes; // cause codes that lose evidence without it
+};
+
+// Losses counted in the kernel (summed over CPUs) and in userspace.
+struct LossCounters {
+  uint64_t ringbuf_full = 0;
+  uint64_t conn_map_full = 0;
+  uint64_t watch_map_full = 0;
+  uint64_t connect_map_full = 0;
+  uint64_t host_rate_limited = 0;
+  uint64_t undecodable = 0; // userspace: records the decoder rejected
+  uint64_t total() const {
+    return ringbuf_full + conn_map_full + watch_map_full + connect_map_full + host_rate_limited + undecodable;
+  }
+};
+
+// Probes only, no load: is each tracepoint on this kernel? Used by `doctor`.
+std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs);
+// True when tracefs is mounted (mounting it when asked).
+bool ensure_tracefs(bool mount_if_missing, std::string *problem);
+
+class Tracer {
+public:
+  // Throws Error with one clear line: not root, no BTF, load failure.
+  explicit Tracer(const TracerOptions &opts);
+  ~Tracer();
+  Tracer(const Tracer &) = delete;
+  Tracer &operator=(const Tracer &) = delete;
+
+  const std::vector<ProgramStatus> &programs() const;
+  // Cause codes with less evidence on this host (programs that did not attach).
+  std::vector<std::string> degraded_causes() const;
+
+  // Adds a process (and its existing descendants) to the watched set.
+  void watch_pid(uint32_t pid);
+  std::vector<uint32_t> watched_pids() const;
+
+  // Waits up to timeout_ms for records and hands each decoded one to `sink`.
+  // Returns the number of records consumed.
+  int poll(int timeout_ms, const std::function<void(const KernelEvent &)> &sink);
+  // The fd to wait on in an outer poll()/epoll loop.
+  int fd() const;
+
+  LossCounters losses() const;
+  // CLOCK_REALTIME - CLOCK_BOOTTIME, refreshed at each poll.
+  int64_t boot_to_wall_ns() const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Reads CLOCK_REALTIME - CLOCK_BOOTTIME now.
+int64_t current_boot_to_wall_ns();
+
+} // namespace why502

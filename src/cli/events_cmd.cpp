@@ -1,0 +1,71 @@
+// `why502 events`: the decoded kernel records, one JSON object per line. The
+// debug view of the kernel side and the capture format `analyze` reads.
+#include <chrono>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "cli/output.h"
+#include "why502/tracer.h"
+
+namespace why502::cli {
+
+nlohmann::json stats_json(const LossCounters &l, uint64_t events) {
+  return {{"type", "stats"},
+          {"events", events},
+          {"lost_total", l.total()},
+          {"lost_ringbuf_full", l.ringbuf_full},
+          {"lost_conn_map_full", l.conn_map_full},
+          {"lost_watch_map_full", l.watch_map_full},
+          {"lost_connect_map_full", l.connect_map_full},
+          {"lost_host_rate_limited", l.host_rate_limited},
+          {"lost_undecodable", l.undecodable}};
+}
+
+void warn_degraded(const Tracer &tracer) {
+  for (const auto &p : tracer.programs())
+    if (!p.attached)
+      fprintf(stderr, "why502: %s not attached (%s): less evidence for %s\n", p.tracepoint.c_str(),
+              p.problem.c_str(), fmt::format("{}", fmt::join(p.degraded_causes, ", ")).c_str());
+}
+
+int run_events(const EventsOptions &opts) {
+  TracerOptions topts;
+  topts.pids = opts.pids;
+  topts.comms = opts.comms;
+  if (topts.pids.empty() && topts.comms.empty())
+    topts.comms = {"nginx"};
+  Output out(opts.output);
+  Tracer tracer(topts);
+  warn_degraded(tracer);
+  install_stop_handlers();
+
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  uint64_t events = 0;
+  auto sink = [&](const KernelEvent &ev) {
+    out.line(to_json(ev).dump());
+    ++events;
+  };
+  while (!stop_requested()) {
+    int timeout_ms = 200;
+    if (opts.duration_s) {
+      double left = *opts.duration_s - std::chrono::duration<double>(clock::now() - start).count();
+      if (left <= 0)
+        break;
+      timeout_ms = std::min(200, int(left * 1000) + 1);
+    }
+    tracer.poll(timeout_ms, sink);
+  }
+  tracer.poll(0, sink); // what is already in the buffer
+  auto losses = tracer.losses();
+  out.line(stats_json(losses, events).dump());
+  if (losses.total())
+    fprintf(stderr, "why502: %llu kernel records lost (see the stats line)\n",
+            static_cast<unsigned long long>(losses.total()));
+  return 0;
+}
+
+} // namespace why502::cli

@@ -1,0 +1,372 @@
+// Loads why502.bpf.o through its skeleton: open -> set rodata -> disable what
+// this kernel lacks -> load -> attach each program -> read the ring buffer.
+#include "why502/tracer.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <dirent.h>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "why502.skel.h"
+#include "why502/error.h"
+#include "why502/events.h"
+
+namespace why502 {
+
+namespace {
+
+constexpr const char *kTracefs = "/sys/kernel/tracing";
+
+struct ProgramSpec {
+  const char *program;
+  const char *section;   // as in the .bpf.c
+  const char *btf_typedef; // tp_btf: "btf_trace_<name>" must exist in vmlinux BTF
+  const char *tracefs_event; // tp/: events/<group>/<name> must exist under tracefs
+  bool required;
+  std::vector<std::string> causes;
+};
+
+const std::vector<ProgramSpec> &program_specs() {
+  static const std::vector<ProgramSpec> specs = {
+      {"on_inet_sock_set_state", "tp_btf/inet_sock_set_state", "btf_trace_inet_sock_set_state", nullptr, true,
+       {"all TCP causes"}},
+      {"on_tcp_receive_reset", "tp_btf/tcp_receive_reset", "btf_trace_tcp_receive_reset", nullptr, false,
+       {"no_listener", "connection_reset"}},
+      {"on_inet_sk_error_report", "tp_btf/inet_sk_error_report", "btf_trace_inet_sk_error_report", nullptr, false,
+       {"host_unreachable"}},
+      {"on_tcp_retransmit_skb", "tp_btf/tcp_retransmit_skb", "btf_trace_tcp_retransmit_skb", nullptr, false,
+       {"connect_timeout", "accept_queue_overflow"}},
+      {"on_kfree_skb", "tp_btf/kfree_skb", "btf_trace_kfree_skb", nullptr, false,
+       {"firewall_drop", "accept_queue_overflow"}},
+      {"on_tcp_send_reset", "tp_btf/tcp_send_reset", "btf_trace_tcp_send_reset", nullptr, false, {"no_listener"}},
+      {"on_mark_victim", "tp_btf/mark_victim", "btf_trace_mark_victim", nullptr, false, {"upstream_oom_killed"}},
+      {"on_signal_generate", "tp_btf/signal_generate", "btf_trace_signal_generate", nullptr, false,
+       {"upstream_killed_by_signal"}},
+      {"on_sched_process_exit", "tp_btf/sched_process_exit", "btf_trace_sched_process_exit", nullptr, false,
+       {"upstream_exited"}},
+      {"on_sched_process_fork", "tp_btf/sched_process_fork", "btf_trace_sched_process_fork", nullptr, false,
+       {"(new nginx workers after reload)"}},
+      {"on_sched_process_exec", "tp_btf/sched_process_exec", "btf_trace_sched_process_exec", nullptr, false,
+       {"(nginx started after why502)"}},
+      {"on_sys_enter_connect", "tp/syscalls/sys_enter_connect", nullptr, "syscalls/sys_enter_connect", false,
+       {"unix_backlog_full", "connect_denied", "ephemeral_ports_exhausted"}},
+      {"on_sys_exit_connect", "tp/syscalls/sys_exit_connect", nullptr, "syscalls/sys_exit_connect", false,
+       {"unix_backlog_full", "connect_denied", "ephemeral_ports_exhausted"}},
+      {"on_sys_exit_socket", "tp/syscalls/sys_exit_socket", nullptr, "syscalls/sys_exit_socket", false, {"fd_limit"}},
+      {"on_sys_exit_accept4", "tp/syscalls/sys_exit_accept4", nullptr, "syscalls/sys_exit_accept4", false,
+       {"fd_limit"}},
+      {"on_sys_exit_accept", "tp/syscalls/sys_exit_accept", nullptr, "syscalls/sys_exit_accept", false, {"fd_limit"}},
+  };
+  return specs;
+}
+
+bool path_exists(const std::string &p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0;
+}
+
+// libbpf prints verifier logs and probe noise; keep them for --verbose only.
+int libbpf_to_spdlog(enum libbpf_print_level level, const char *fmt, va_list args) {
+  if (level == LIBBPF_DEBUG && !spdlog::should_log(spdlog::level::trace))
+    return 0;
+  char buf[2048];
+  vsnprintf(buf, sizeof(buf), fmt, args);
+  std::string line(buf);
+  while (!line.empty() && line.back() == '\n')
+    line.pop_back();
+  spdlog::debug("libbpf: {}", line);
+  return 0;
+}
+
+int64_t clock_ns(clockid_t clk) {
+  timespec ts;
+  clock_gettime(clk, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+std::string read_file(const std::string &path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// "pid (comm) S ppid ..." -> comm and ppid; comm may contain spaces and parens.
+bool read_stat(uint32_t pid, std::string *comm, uint32_t *ppid) {
+  std::string s = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto open = s.find('(');
+  auto close = s.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close + 4 > s.size())
+    return false;
+  *comm = s.substr(open + 1, close - open - 1);
+  std::istringstream rest(s.substr(close + 2));
+  char state;
+  rest >> state >> *ppid;
+  return bool(rest);
+}
+
+std::vector<uint32_t> all_pids() {
+  std::vector<uint32_t> pids;
+  DIR *d = opendir("/proc");
+  if (!d)
+    return pids;
+  while (dirent *e = readdir(d)) {
+    char *end;
+    unsigned long v = strtoul(e->d_name, &end, 10);
+    if (*end == 0 && v > 0)
+      pids.push_back(uint32_t(v));
+  }
+  closedir(d);
+  return pids;
+}
+
+} // namespace
+
+bool ensure_tracefs(bool mount_if_missing, std::string *problem) {
+  if (path_exists(std::string(kTracefs) + "/events"))
+    return true;
+  if (!mount_if_missing) {
+    *problem = "tracefs is not mounted at /sys/kernel/tracing";
+    return false;
+  }
+  if (mount("tracefs", kTracefs, "tracefs", 0, nullptr) != 0 && errno != EBUSY) {
+    *problem = std::string("cannot mount tracefs at /sys/kernel/tracing: ") + strerror(errno);
+    return false;
+  }
+  if (!path_exists(std::string(kTracefs) + "/events")) {
+    *problem = "tracefs mounted but /sys/kernel/tracing/events is missing";
+    return false;
+  }
+  return true;
+}
+
+std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs) {
+  std::vector<ProgramStatus> out;
+  btf *vmlinux = btf__load_vmlinux_btf();
+  std::string tracefs_problem;
+  bool tracefs = ensure_tracefs(mount_tracefs, &tracefs_problem);
+  for (const auto &spec : program_specs()) {
+    ProgramStatus st{spec.program, spec.section, true, "", spec.causes};
+    if (spec.btf_typedef) {
+      if (!vmlinux) {
+        st.attached = false;
+        st.problem = "no kernel BTF at /sys/kernel/btf/vmlinux";
+      } else if (btf__find_by_name_kind(vmlinux, spec.btf_typedef, BTF_KIND_TYPEDEF) < 0) {
+        st.attached = false;
+        st.problem = "tracepoint not in this kernel";
+      }
+    } else if (!tracefs) {
+      st.attached = false;
+      st.problem = tracefs_problem;
+    } else if (!path_exists(std::string(kTracefs) + "/events/" + spec.tracefs_event)) {
+      st.attached = false;
+      st.problem = "tracepoint not in this kernel (CONFIG_FTRACE_SYSCALLS?)";
+    }
+    out.push_back(std::move(st));
+  }
+  btf__free(vmlinux);
+  return out;
+}
+
+int64_t current_boot_to_wall_ns() { return clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_BOOTTIME); }
+
+struct SkeletonDeleter {
+  void operator()(why502_bpf *s) const { why502_bpf__destroy(s); }
+};
+struct RingBufferDeleter {
+  void operator()(ring_buffer *rb) const { ring_buffer__free(rb); }
+};
+struct LinkDeleter {
+  void operator()(bpf_link *l) const { bpf_link__destroy(l); }
+};
+
+struct Tracer::Impl {
+  std::unique_ptr<why502_bpf, SkeletonDeleter> skel;
+  std::unique_ptr<ring_buffer, RingBufferDeleter> rb;
+  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+  std::vector<ProgramStatus> programs;
+  const std::function<void(const KernelEvent &)> *sink = nullptr;
+  int64_t boot_to_wall = 0;
+  uint64_t undecodable = 0;
+  std::set<uint32_t> watched;
+
+  static int on_record(void *ctx, void *data, size_t size) {
+    auto *self = static_cast<Impl *>(ctx);
+    std::string error;
+    auto ev = decode_record({static_cast<const uint8_t *>(data), size}, &error);
+    if (!ev) {
+      ++self->undecodable;
+      spdlog::debug("undecodable record: {}", error);
+      return 0;
+    }
+    ev->wall_ns = int64_t(ev->boot_ns) + self->boot_to_wall;
+    if (auto *w = std::get_if<WatchStart>(&ev->record))
+      self->watched.insert(w->pid);
+    if (auto *x = std::get_if<ProcessExit>(&ev->record); x && x->watched)
+      self->watched.erase(x->pid);
+    if (self->sink)
+      (*self->sink)(*ev);
+    return 0;
+  }
+};
+
+Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
+  libbpf_set_print(libbpf_to_spdlog);
+  if (geteuid() != 0)
+    throw Error("why502 must run as root (it loads BPF programs; needs CAP_BPF and CAP_PERFMON or CAP_SYS_ADMIN)");
+  if (!path_exists("/sys/kernel/btf/vmlinux"))
+    throw Error("this kernel has no BTF (/sys/kernel/btf/vmlinux missing): why502 needs CONFIG_DEBUG_INFO_BTF=y");
+  if (opts.comms.size() > WHY502_MAX_COMM_FILTERS)
+    throw Error("at most " + std::to_string(WHY502_MAX_COMM_FILTERS) + " --comm names are supported");
+
+  impl_->skel.reset(why502_bpf__open());
+  if (!impl_->skel)
+    throw Error(std::string("cannot open the BPF object: ") + strerror(errno));
+  auto *skel = impl_->skel.get();
+
+  // rodata: the comm filter for processes that start after us, the host rate limit.
+  for (size_t i = 0; i < opts.comms.size(); ++i) {
+    char *dst = const_cast<char *>(skel->rodata->comm_filters[i]);
+    strncpy(dst, opts.comms[i].c_str(), WHY502_COMM_LEN - 1);
+  }
+  skel->rodata->n_comm_filters = opts.comms.size();
+  skel->rodata->host_records_per_sec = opts.host_records_per_sec;
+
+  // Leave out what this kernel lacks, so the rest still loads.
+  impl_->programs = probe_tracepoints(opts.mount_tracefs);
+  for (auto &st : impl_->programs) {
+    bpf_program *prog = bpf_object__find_program_by_name(skel->obj, st.program.c_str());
+    if (!prog)
+      throw Error("internal: BPF program " + st.program + " missing from the object");
+    if (!st.attached) {
+      if (st.program == "on_inet_sock_set_state")
+        throw Error("tracepoint sock:inet_sock_set_state is missing on this kernel: why502 cannot follow "
+                    "connections (" + st.problem + ")");
+      bpf_program__set_autoload(prog, false);
+    }
+  }
+
+  if (int err = why502_bpf__load(skel); err)
+    throw Error(std::string("the kernel refused the BPF programs (") + strerror(-err) +
+                "); run with --verbose for the verifier log");
+
+  for (auto &st : impl_->programs) {
+    if (!st.attached)
+      continue;
+    bpf_program *prog = bpf_object__find_program_by_name(skel->obj, st.program.c_str());
+    bpf_link *link = bpf_program__attach(prog);
+    if (!link) {
+      int err = errno;
+      st.attached = false;
+      st.problem = std::string("attach failed: ") + strerror(err);
+      if (st.program == "on_inet_sock_set_state")
+        throw Error("cannot attach to sock:inet_sock_set_state: " + std::string(strerror(err)));
+      continue;
+    }
+    impl_->links.emplace_back(link);
+  }
+
+  impl_->rb.reset(ring_buffer__new(bpf_map__fd(skel->maps.events), &Impl::on_record, impl_.get(), nullptr));
+  if (!impl_->rb)
+    throw Error(std::string("cannot open the BPF ring buffer: ") + strerror(errno));
+  impl_->boot_to_wall = current_boot_to_wall_ns();
+
+  for (uint32_t pid : opts.pids)
+    watch_pid(pid);
+  if (!opts.comms.empty()) {
+    for (uint32_t pid : all_pids()) {
+      std::string comm;
+      uint32_t ppid;
+      if (!read_stat(pid, &comm, &ppid))
+        continue;
+      for (const auto &c : opts.comms)
+        if (comm == c.substr(0, WHY502_COMM_LEN - 1))
+          watch_pid(pid);
+    }
+  }
+}
+
+Tracer::~Tracer() = default;
+
+const std::vector<ProgramStatus> &Tracer::programs() const { return impl_->programs; }
+
+std::vector<std::string> Tracer::degraded_causes() const {
+  std::set<std::string> out;
+  for (const auto &st : impl_->programs)
+    if (!st.attached)
+      out.insert(st.degraded_causes.begin(), st.degraded_causes.end());
+  return {out.begin(), out.end()};
+}
+
+void Tracer::watch_pid(uint32_t pid) {
+  // The process and everything it already forked (a master's workers).
+  std::map<uint32_t, std::vector<uint32_t>> children;
+  for (uint32_t p : all_pids()) {
+    std::string comm;
+    uint32_t ppid;
+    if (read_stat(p, &comm, &ppid))
+      children[ppid].push_back(p);
+  }
+  std::vector<uint32_t> todo{pid};
+  uint8_t one = 1;
+  while (!todo.empty()) {
+    uint32_t p = todo.back();
+    todo.pop_back();
+    if (impl_->watched.insert(p).second &&
+        bpf_map__update_elem(impl_->skel->maps.watched, &p, sizeof(p), &one, sizeof(one), BPF_ANY) != 0)
+      throw Error("cannot add pid " + std::to_string(p) + " to the watched set: " + strerror(errno));
+    for (uint32_t c : children[p])
+      todo.push_back(c);
+  }
+}
+
+std::vector<uint32_t> Tracer::watched_pids() const { return {impl_->watched.begin(), impl_->watched.end()}; }
+
+int Tracer::poll(int timeout_ms, const std::function<void(const KernelEvent &)> &sink) {
+  impl_->boot_to_wall = current_boot_to_wall_ns();
+  impl_->sink = &sink;
+  int n = ring_buffer__poll(impl_->rb.get(), timeout_ms);
+  impl_->sink = nullptr;
+  if (n < 0 && n != -EINTR)
+    throw Error(std::string("reading the BPF ring buffer failed: ") + strerror(-n));
+  return n < 0 ? 0 : n;
+}
+
+int Tracer::fd() const { return ring_buffer__epoll_fd(impl_->rb.get()); }
+
+LossCounters Tracer::losses() const {
+  LossCounters out;
+  int ncpu = libbpf_num_possible_cpus();
+  std::vector<uint64_t> values(ncpu > 0 ? ncpu : 1);
+  auto sum = [&](uint32_t site) {
+    uint64_t total = 0;
+    if (bpf_map__lookup_elem(impl_->skel->maps.losses, &site, sizeof(site), values.data(),
+                             values.size() * sizeof(uint64_t), 0) == 0)
+      for (uint64_t v : values)
+        total += v;
+    return total;
+  };
+  out.ringbuf_full = sum(WHY502_LOSS_RINGBUF);
+  out.conn_map_full = sum(WHY502_LOSS_CONN_MAP);
+  out.watch_map_full = sum(WHY502_LOSS_WATCH_MAP);
+  out.connect_map_full = sum(WHY502_LOSS_CONNECT_MAP);
+  out.host_rate_limited = sum(WHY502_LOSS_RATE_LIMIT);
+  out.undecodable = impl_->undecodable;
+  return out;
+}
+
+int64_t Tracer::boot_to_wall_ns() const { return impl_->boot_to_wall; }
+
+} // namespace why502
