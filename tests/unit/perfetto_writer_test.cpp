@@ -475,6 +475,22 @@ TEST_F(PerfettoWriter, MonotonicInputGivesMonotonicOutput) {
   EXPECT_EQ(d.packets().size(), 4u + 2000u);
 }
 
+TEST_F(PerfettoWriter, StreamsToDiskWhileRecording) {
+  // Memory must not grow with trace length: bytes reach the file before close,
+  // and what is still buffered stays under the 64 KiB flush threshold.
+  TraceWriter w(file().string(), fixed_clocks());
+  const uint64_t tr = w.named_track("t");
+  uint64_t t = 6'000'000'000;
+  for (int i = 0; i < 20000; ++i) w.instant(tr, t += 1000, "e", {{"i", int64_t{i}}});
+  const uint64_t on_disk = fs::file_size(file());
+  EXPECT_GT(w.stats().bytes_written, 200'000u);
+  EXPECT_GT(on_disk, 0u);
+  EXPECT_LT(w.stats().bytes_written - on_disk, 64u * 1024u + 4096u);
+  w.flush();
+  EXPECT_EQ(fs::file_size(file()), w.stats().bytes_written);
+  w.close();
+}
+
 TEST_F(PerfettoWriter, InterningIsBoundedAndResetsIncrementalState) {
   WriterOptions o = fixed_clocks();
   o.max_interned_entries = 8;
