@@ -128,6 +128,9 @@ public:
   void close();
 
   const WriterStats& stats() const;
+  // True once a write failed (the error was thrown then, and is rethrown by
+  // every later call).
+  bool failed() const;
   const ClockReadings& clocks() const;
   const std::string& path() const;
 
@@ -140,7 +143,8 @@ private:
 // newest timestamp seen is `window_ns` past them (or more than `max_pending`
 // are held), then written in (timestamp, arrival) order. An event older than
 // one already written is written at once and counted in late_events().
-// Memory: at most max_pending events.
+// Memory: at most max_pending events. Must not outlive its writer; call
+// flush_all() before closing the writer.
 class ReorderBuffer {
 public:
   ReorderBuffer(TraceWriter& writer, uint64_t window_ns, size_t max_pending = 65536);

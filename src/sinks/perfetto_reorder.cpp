@@ -84,10 +84,12 @@ ReorderBuffer::ReorderBuffer(TraceWriter& writer, uint64_t window_ns, size_t max
     : impl_(new Impl{writer, window_ns, std::max<size_t>(max_pending, 1), {}}) {}
 
 ReorderBuffer::~ReorderBuffer() {
+  const bool reported = impl_->writer.failed();
   try {
     flush_all();
   } catch (const Error& e) {
-    std::fprintf(stderr, "why502: %s\n", e.what());
+    // A destructor cannot throw; report a new failure once, not a known one again.
+    if (!reported) std::fprintf(stderr, "why502: %s\n", e.what());
   }
 }
 

@@ -407,6 +407,7 @@ void TraceWriter::flush() {
 void TraceWriter::close() { impl_->do_close(); }
 
 const WriterStats& TraceWriter::stats() const { return impl_->stats; }
+bool TraceWriter::failed() const { return impl_->failure.has_value(); }
 const ClockReadings& TraceWriter::clocks() const { return impl_->clocks; }
 const std::string& TraceWriter::path() const { return impl_->path; }
 

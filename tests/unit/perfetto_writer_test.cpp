@@ -548,6 +548,7 @@ TEST_F(PerfettoWriter, FullDiskIsReportedOnClose) {
   if (!fs::exists("/dev/full")) GTEST_SKIP() << "/dev/full missing";
   TraceWriter w("/dev/full", fixed_clocks());
   w.instant(w.named_track("t"), 6'000'000'000, "e");
+  EXPECT_FALSE(w.failed()); // still buffered
   try {
     w.close();
     FAIL() << "no exception";
@@ -567,6 +568,7 @@ TEST_F(PerfettoWriter, FullDiskIsReportedWhileStreaming) {
   // and again from every later call (never silently swallowed).
   EXPECT_THROW(
       for (int i = 0; i < 100000; ++i) w.instant(tr, t += 1, "e", {{"i", int64_t{i}}}), Error);
+  EXPECT_TRUE(w.failed());
   EXPECT_THROW(w.instant(tr, t + 1, "e"), Error);
   EXPECT_THROW(w.close(), Error);
 }
