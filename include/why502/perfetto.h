@@ -78,28 +78,26 @@ struct WriterStats {
 class TraceWriter {
 public:
   // Creates/truncates `path`. Throws Error if it cannot be opened.
-  explicit TraceWriter(const std::string& path, WriterOptions options = {});
+  explicit TraceWriter(const std::string &path, WriterOptions options = {});
   // Flushes. Prefer close(): a destructor cannot throw, so a failure here is
   // reported as one line on stderr.
   ~TraceWriter();
-  TraceWriter(TraceWriter&&) noexcept;
-  TraceWriter& operator=(TraceWriter&&) noexcept;
-  TraceWriter(const TraceWriter&) = delete;
-  TraceWriter& operator=(const TraceWriter&) = delete;
+  TraceWriter(TraceWriter &&) noexcept;
+  TraceWriter &operator=(TraceWriter &&) noexcept;
+  TraceWriter(const TraceWriter &) = delete;
+  TraceWriter &operator=(const TraceWriter &) = delete;
 
   // Tracks. Each call emits a TrackDescriptor at once and returns its uuid
   // (unique within the trace, never 0). Callers cache uuids; calling twice
   // makes two tracks.
-  uint64_t process_track(int pid, std::string_view name,
-                         const std::vector<std::string>& cmdline = {});
+  uint64_t process_track(int pid, std::string_view name, const std::vector<std::string> &cmdline = {});
   uint64_t thread_track(int pid, int tid, std::string_view name);
   // A track for e.g. one upstream ("127.0.0.1:8080", "unix:/run/php.sock");
   // parent_uuid = a process track nests it under that process.
   uint64_t named_track(std::string_view name, uint64_t parent_uuid = 0);
   // unit: "ns", "count", "bytes" map to CounterDescriptor.Unit; anything else
   // is written as the free-form unit_name.
-  uint64_t counter_track(std::string_view name, std::string_view unit = {},
-                         uint64_t parent_uuid = 0);
+  uint64_t counter_track(std::string_view name, std::string_view unit = {}, uint64_t parent_uuid = 0);
 
   // A fresh flow id (unique within this writer, never 0).
   uint64_t new_flow_id();
@@ -107,18 +105,15 @@ public:
   // Events. ts is CLOCK_BOOTTIME ns. A flow starts at the event listing it in
   // flow_ids and ends at the event listing it in terminating_flow_ids, e.g.
   // the kernel RST instant (flow_ids={f}) -> the 502 instant (terminating={f}).
-  void slice_begin(uint64_t track, uint64_t ts, std::string_view name,
-                   const Annotations& annotations = {}, const FlowIds& flow_ids = {},
-                   std::string_view category = {});
+  void slice_begin(uint64_t track, uint64_t ts, std::string_view name, const Annotations &annotations = {},
+                   const FlowIds &flow_ids = {}, std::string_view category = {});
   void slice_end(uint64_t track, uint64_t ts);
-  void instant(uint64_t track, uint64_t ts, std::string_view name,
-               const Annotations& annotations = {}, const FlowIds& flow_ids = {},
-               const FlowIds& terminating_flow_ids = {}, std::string_view category = {});
+  void instant(uint64_t track, uint64_t ts, std::string_view name, const Annotations &annotations = {},
+               const FlowIds &flow_ids = {}, const FlowIds &terminating_flow_ids = {}, std::string_view category = {});
   void counter(uint64_t track, uint64_t ts, int64_t value);
   void counter(uint64_t track, uint64_t ts, double value);
   template <std::integral T>
-    requires(!std::same_as<T, int64_t> && !std::same_as<T, bool>)
-  void counter(uint64_t track, uint64_t ts, T value) {
+  requires(!std::same_as<T, int64_t> && !std::same_as<T, bool>) void counter(uint64_t track, uint64_t ts, T value) {
     counter(track, ts, static_cast<int64_t>(value));
   }
 
@@ -127,12 +122,12 @@ public:
   // flush() + close(2). Later calls are no-ops; later events are dropped.
   void close();
 
-  const WriterStats& stats() const;
+  const WriterStats &stats() const;
   // True once a write failed (the error was thrown then, and is rethrown by
   // every later call).
   bool failed() const;
-  const ClockReadings& clocks() const;
-  const std::string& path() const;
+  const ClockReadings &clocks() const;
+  const std::string &path() const;
 
 private:
   struct Impl;
@@ -147,18 +142,16 @@ private:
 // flush_all() before closing the writer.
 class ReorderBuffer {
 public:
-  ReorderBuffer(TraceWriter& writer, uint64_t window_ns, size_t max_pending = 65536);
+  ReorderBuffer(TraceWriter &writer, uint64_t window_ns, size_t max_pending = 65536);
   ~ReorderBuffer(); // flush_all(); errors go to stderr (prefer calling flush_all()).
-  ReorderBuffer(const ReorderBuffer&) = delete;
-  ReorderBuffer& operator=(const ReorderBuffer&) = delete;
+  ReorderBuffer(const ReorderBuffer &) = delete;
+  ReorderBuffer &operator=(const ReorderBuffer &) = delete;
 
-  void slice_begin(uint64_t track, uint64_t ts, std::string_view name,
-                   Annotations annotations = {}, FlowIds flow_ids = {},
-                   std::string_view category = {});
+  void slice_begin(uint64_t track, uint64_t ts, std::string_view name, Annotations annotations = {},
+                   FlowIds flow_ids = {}, std::string_view category = {});
   void slice_end(uint64_t track, uint64_t ts);
-  void instant(uint64_t track, uint64_t ts, std::string_view name, Annotations annotations = {},
-               FlowIds flow_ids = {}, FlowIds terminating_flow_ids = {},
-               std::string_view category = {});
+  void instant(uint64_t track, uint64_t ts, std::string_view name, Annotations annotations = {}, FlowIds flow_ids = {},
+               FlowIds terminating_flow_ids = {}, std::string_view category = {});
   void counter(uint64_t track, uint64_t ts, int64_t value);
   void counter(uint64_t track, uint64_t ts, double value);
 
@@ -177,6 +170,6 @@ private:
 // upstream track, a connection slice, a kernel RST instant, a 502 instant with
 // a flow arrow back to the RST, an accept-queue counter). Used by tests and
 // demos; returns the writer's stats.
-WriterStats write_sample_trace(const std::string& path, WriterOptions options = {});
+WriterStats write_sample_trace(const std::string &path, WriterOptions options = {});
 
 } // namespace why502::perfetto

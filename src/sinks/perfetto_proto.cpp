@@ -10,7 +10,7 @@ constexpr size_t kLengthReserve = 4;
 constexpr size_t kMaxNestedSize = (size_t{1} << (7 * kLengthReserve)) - 1;
 } // namespace
 
-void append_varint(std::string& out, uint64_t v) {
+void append_varint(std::string &out, uint64_t v) {
   char buf[10];
   size_t n = 0;
   while (v >= 0x80) {
@@ -40,12 +40,13 @@ size_t Encoder::begin_nested(uint32_t field) {
 void Encoder::end_nested(size_t token) {
   const size_t body_start = token + kLengthReserve;
   const size_t len = out_.size() - body_start;
-  if (len > kMaxNestedSize) throw std::length_error("perfetto: nested message larger than 256 MiB");
+  if (len > kMaxNestedSize)
+    throw std::length_error("perfetto: nested message larger than 256 MiB");
   const size_t n = varint_size(len);
   // Shift the body down over the unused part of the reservation, then write
   // the minimal varint: canonical output, no redundant length bytes.
   if (n < kLengthReserve) {
-    char* p = out_.data();
+    char *p = out_.data();
     std::memmove(p + token + n, p + body_start, len);
     out_.resize(token + n + len);
   }

@@ -24,7 +24,7 @@ struct ReorderBuffer::Event {
 };
 
 struct ReorderBuffer::Impl {
-  TraceWriter& writer;
+  TraceWriter &writer;
   uint64_t window_ns;
   size_t max_pending;
   std::vector<Event> heap; // min-heap on (ts, seq)
@@ -34,19 +34,16 @@ struct ReorderBuffer::Impl {
   uint64_t last_emitted_ts = 0;
   uint64_t late = 0;
 
-  static bool later(const Event& a, const Event& b) {
-    return a.ts != b.ts ? a.ts > b.ts : a.seq > b.seq;
-  }
+  static bool later(const Event &a, const Event &b) { return a.ts != b.ts ? a.ts > b.ts : a.seq > b.seq; }
 
-  void emit(const Event& ev) {
+  void emit(const Event &ev) {
     switch (ev.kind) {
     case Event::Kind::kSliceBegin:
       writer.slice_begin(ev.track, ev.ts, ev.name, ev.annotations, ev.flow_ids, ev.category);
       break;
     case Event::Kind::kSliceEnd: writer.slice_end(ev.track, ev.ts); break;
     case Event::Kind::kInstant:
-      writer.instant(ev.track, ev.ts, ev.name, ev.annotations, ev.flow_ids, ev.terminating,
-                     ev.category);
+      writer.instant(ev.track, ev.ts, ev.name, ev.annotations, ev.flow_ids, ev.terminating, ev.category);
       break;
     case Event::Kind::kCounterInt: writer.counter(ev.track, ev.ts, ev.int_value); break;
     case Event::Kind::kCounterDouble: writer.counter(ev.track, ev.ts, ev.double_value); break;
@@ -74,42 +71,46 @@ struct ReorderBuffer::Impl {
     heap.push_back(std::move(ev));
     std::push_heap(heap.begin(), heap.end(), later);
     while (!heap.empty() &&
-           (heap.size() > max_pending ||
-            (newest_ts >= window_ns && heap.front().ts <= newest_ts - window_ns)))
+           (heap.size() > max_pending || (newest_ts >= window_ns && heap.front().ts <= newest_ts - window_ns)))
       pop_one();
   }
 };
 
-ReorderBuffer::ReorderBuffer(TraceWriter& writer, uint64_t window_ns, size_t max_pending)
+ReorderBuffer::ReorderBuffer(TraceWriter &writer, uint64_t window_ns, size_t max_pending)
     : impl_(new Impl{writer, window_ns, std::max<size_t>(max_pending, 1), {}}) {}
 
 ReorderBuffer::~ReorderBuffer() {
   const bool reported = impl_->writer.failed();
   try {
     flush_all();
-  } catch (const Error& e) {
+  } catch (const Error &e) {
     // A destructor cannot throw; report a new failure once, not a known one again.
-    if (!reported) std::fprintf(stderr, "why502: %s\n", e.what());
+    if (!reported)
+      std::fprintf(stderr, "why502: %s\n", e.what());
   }
 }
 
-void ReorderBuffer::slice_begin(uint64_t track, uint64_t ts, std::string_view name,
-                                Annotations annotations, FlowIds flow_ids,
-                                std::string_view category) {
-  impl_->push(Event{Event::Kind::kSliceBegin, track, ts, 0, std::string(name),
-                    std::string(category), std::move(annotations), std::move(flow_ids), {}});
+void ReorderBuffer::slice_begin(uint64_t track, uint64_t ts, std::string_view name, Annotations annotations,
+                                FlowIds flow_ids, std::string_view category) {
+  impl_->push(Event{Event::Kind::kSliceBegin,
+                    track,
+                    ts,
+                    0,
+                    std::string(name),
+                    std::string(category),
+                    std::move(annotations),
+                    std::move(flow_ids),
+                    {}});
 }
 
 void ReorderBuffer::slice_end(uint64_t track, uint64_t ts) {
   impl_->push(Event{Event::Kind::kSliceEnd, track, ts, 0, {}, {}, {}, {}, {}});
 }
 
-void ReorderBuffer::instant(uint64_t track, uint64_t ts, std::string_view name,
-                            Annotations annotations, FlowIds flow_ids,
-                            FlowIds terminating_flow_ids, std::string_view category) {
+void ReorderBuffer::instant(uint64_t track, uint64_t ts, std::string_view name, Annotations annotations,
+                            FlowIds flow_ids, FlowIds terminating_flow_ids, std::string_view category) {
   impl_->push(Event{Event::Kind::kInstant, track, ts, 0, std::string(name), std::string(category),
-                    std::move(annotations), std::move(flow_ids),
-                    std::move(terminating_flow_ids)});
+                    std::move(annotations), std::move(flow_ids), std::move(terminating_flow_ids)});
 }
 
 void ReorderBuffer::counter(uint64_t track, uint64_t ts, int64_t value) {
@@ -125,7 +126,8 @@ void ReorderBuffer::counter(uint64_t track, uint64_t ts, double value) {
 }
 
 void ReorderBuffer::flush_all() {
-  while (!impl_->heap.empty()) impl_->pop_one();
+  while (!impl_->heap.empty())
+    impl_->pop_one();
 }
 
 size_t ReorderBuffer::pending() const { return impl_->heap.size(); }

@@ -4,7 +4,7 @@
 
 namespace why502::perfetto {
 
-WriterStats write_sample_trace(const std::string& path, WriterOptions options) {
+WriterStats write_sample_trace(const std::string &path, WriterOptions options) {
   TraceWriter w(path, options);
   constexpr uint64_t kMs = 1'000'000;
   const uint64_t t0 = w.clocks().boottime_ns + kMs;
@@ -18,20 +18,17 @@ WriterStats write_sample_trace(const std::string& path, WriterOptions options) {
 
   w.counter(queue, t0, int64_t{0});
   w.slice_begin(worker_thread, t0, "GET /api/orders",
-                {{"client", std::string("10.0.0.7")}, {"host", std::string("shop.example")}}, {},
-                "nginx");
+                {{"client", std::string("10.0.0.7")}, {"host", std::string("shop.example")}}, {}, "nginx");
   w.slice_begin(upstream, t0 + 1 * kMs, "upstream connection",
-                {{"sock", uint64_t{0xffff888012345678}}, {"local_port", int64_t{51234}}}, {},
-                "kernel");
+                {{"sock", uint64_t{0xffff888012345678}}, {"local_port", int64_t{51234}}}, {}, "kernel");
   w.counter(queue, t0 + 2 * kMs, int64_t{1});
 
   // The cause: the kernel OOM-kills the upstream while it holds our connection.
   const uint64_t cause = w.new_flow_id();
   w.instant(gunicorn, t0 + 5 * kMs, "oom:mark_victim",
-            {{"pid", int64_t{2000}}, {"comm", std::string("gunicorn")}, {"total_vm_kb", int64_t{2097152}}},
-            {cause}, {}, "kernel");
-  w.instant(upstream, t0 + 6 * kMs, "tcp_receive_reset", {{"state", std::string("ESTABLISHED")}}, {},
-            {}, "kernel");
+            {{"pid", int64_t{2000}}, {"comm", std::string("gunicorn")}, {"total_vm_kb", int64_t{2097152}}}, {cause}, {},
+            "kernel");
+  w.instant(upstream, t0 + 6 * kMs, "tcp_receive_reset", {{"state", std::string("ESTABLISHED")}}, {}, {}, "kernel");
   w.slice_end(upstream, t0 + 6 * kMs);
   w.counter(queue, t0 + 6 * kMs, int64_t{0});
 

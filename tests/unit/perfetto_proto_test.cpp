@@ -23,7 +23,7 @@ using why502::perfetto::proto::unzigzag64;
 using why502::perfetto::proto::varint_size;
 using why502::perfetto::proto::zigzag64;
 
-std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> bytes_of(const std::string &s) { return {s.begin(), s.end()}; }
 
 std::vector<uint8_t> varint(uint64_t v) {
   std::string s;
@@ -40,8 +40,7 @@ TEST(PerfettoProto, VarintKnownBytes) {
   EXPECT_EQ(varint(150), (std::vector<uint8_t>{0x96, 0x01})); // the protobuf docs' example
   EXPECT_EQ(varint(300), (std::vector<uint8_t>{0xac, 0x02}));
   EXPECT_EQ(varint(16384), (std::vector<uint8_t>{0x80, 0x80, 0x01}));
-  EXPECT_EQ(varint(UINT64_MAX), (std::vector<uint8_t>{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                                      0xff, 0xff, 0x01}));
+  EXPECT_EQ(varint(UINT64_MAX), (std::vector<uint8_t>{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}));
 }
 
 TEST(PerfettoProto, ZigZag) {
@@ -59,6 +58,7 @@ TEST(PerfettoProto, ZigZag) {
 TEST(PerfettoProto, FieldEncodings) {
   std::string out;
   Encoder e(out);
+  // clang-format off
   e.uint(1, 150);            // 08 96 01
   e.int64(2, -1);            // 10 + ten bytes
   e.sint64(3, -1);           // 18 01
@@ -74,14 +74,14 @@ TEST(PerfettoProto, FieldEncodings) {
       0xf9, 0x02, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
       0xb8, 0x05, 0x01,
       0x29, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf0, 0x3f};
+  // clang-format on
   EXPECT_EQ(bytes_of(out), want);
 }
 
 // Nested lengths are reserved as 4 bytes and compacted on close: check every
 // varint length boundary, including nested-in-nested.
 TEST(PerfettoProto, NestedLengthsAreMinimal) {
-  for (size_t len : {size_t{0}, size_t{1}, size_t{127}, size_t{128}, size_t{16383}, size_t{16384},
-                     size_t{2097152}}) {
+  for (size_t len : {size_t{0}, size_t{1}, size_t{127}, size_t{128}, size_t{16383}, size_t{16384}, size_t{2097152}}) {
     std::string out;
     Encoder e(out);
     {
@@ -103,12 +103,14 @@ TEST(PerfettoProto, NestedLengthsAreMinimal) {
 // ---- byte equality with protoc --encode -------------------------------------
 
 std::string find_protoc() {
-  if (const char* env = std::getenv("WHY502_PROTOC"); env && *env) return env;
+  if (const char *env = std::getenv("WHY502_PROTOC"); env && *env)
+    return env;
   std::stringstream path(std::getenv("PATH") ? std::getenv("PATH") : "");
   std::string dir;
   while (std::getline(path, dir, ':')) {
     auto p = std::filesystem::path(dir) / "protoc";
-    if (::access(p.c_str(), X_OK) == 0) return p.string();
+    if (::access(p.c_str(), X_OK) == 0)
+      return p.string();
   }
   return {};
 }
@@ -119,8 +121,7 @@ std::filesystem::path proto_dir() {
 
 TEST(PerfettoProto, MatchesProtocEncoding) {
   const std::string protoc = find_protoc();
-  ASSERT_FALSE(protoc.empty())
-      << "protoc not found in PATH: install protobuf-compiler or set WHY502_PROTOC";
+  ASSERT_FALSE(protoc.empty()) << "protoc not found in PATH: install protobuf-compiler or set WHY502_PROTOC";
   namespace fl = why502::perfetto::fields;
 
   std::string pkt;
@@ -160,14 +161,12 @@ track_event {
 interned_data { event_names { iid: 1 name: "502 no_listener" } }
 sequence_flags: 2
 )";
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("why502_perfetto_proto_" + std::to_string(::getpid()));
+  const auto dir = std::filesystem::temp_directory_path() / ("why502_perfetto_proto_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   { std::ofstream(dir / "in.txt") << text; }
-  const std::string cmd = "'" + protoc + "' --encode=perfetto.protos.TracePacket -I '" +
-                          proto_dir().string() + "' '" +
-                          (proto_dir() / "perfetto_trace.proto").string() + "' < '" +
-                          (dir / "in.txt").string() + "' > '" + (dir / "out.bin").string() + "'";
+  const std::string cmd = "'" + protoc + "' --encode=perfetto.protos.TracePacket -I '" + proto_dir().string() + "' '" +
+                          (proto_dir() / "perfetto_trace.proto").string() + "' < '" + (dir / "in.txt").string() +
+                          "' > '" + (dir / "out.bin").string() + "'";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::ifstream in(dir / "out.bin", std::ios::binary);
   const std::string want((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -28,30 +28,33 @@ struct Node {
   std::string key, value;
   std::vector<Node> kids;
 
-  const Node* child(const std::string& k) const {
-    for (const Node& n : kids)
-      if (n.key == k) return &n;
+  const Node *child(const std::string &k) const {
+    for (const Node &n : kids)
+      if (n.key == k)
+        return &n;
     return nullptr;
   }
-  std::vector<const Node*> all(const std::string& k) const {
-    std::vector<const Node*> out;
-    for (const Node& n : kids)
-      if (n.key == k) out.push_back(&n);
+  std::vector<const Node *> all(const std::string &k) const {
+    std::vector<const Node *> out;
+    for (const Node &n : kids)
+      if (n.key == k)
+        out.push_back(&n);
     return out;
   }
-  bool has(const std::string& k) const { return child(k) != nullptr; }
-  uint64_t u(const std::string& k) const {
-    const Node* n = child(k);
+  bool has(const std::string &k) const { return child(k) != nullptr; }
+  uint64_t u(const std::string &k) const {
+    const Node *n = child(k);
     return n ? std::stoull(n->value) : 0;
   }
-  std::string s(const std::string& k) const {
-    const Node* n = child(k);
+  std::string s(const std::string &k) const {
+    const Node *n = child(k);
     return n ? n->value : std::string();
   }
 };
 
-std::string unquote(const std::string& v) {
-  if (v.size() < 2 || v.front() != '"') return v;
+std::string unquote(const std::string &v) {
+  if (v.size() < 2 || v.front() != '"')
+    return v;
   std::string out;
   for (size_t i = 1; i + 1 < v.size(); ++i) {
     if (v[i] != '\\') {
@@ -61,25 +64,31 @@ std::string unquote(const std::string& v) {
     const char c = v[++i];
     if (c >= '0' && c <= '7') { // protoc escapes non-printables as \ooo
       int val = 0, n = 0;
-      while (n < 3 && i < v.size() - 1 && v[i] >= '0' && v[i] <= '7') val = val * 8 + (v[i++] - '0'), ++n;
+      while (n < 3 && i < v.size() - 1 && v[i] >= '0' && v[i] <= '7')
+        val = val * 8 + (v[i++] - '0'), ++n;
       --i;
       out += static_cast<char>(val);
-    } else if (c == 'n') out += '\n';
-    else if (c == 't') out += '\t';
-    else if (c == 'r') out += '\r';
-    else out += c;
+    } else if (c == 'n')
+      out += '\n';
+    else if (c == 't')
+      out += '\t';
+    else if (c == 'r')
+      out += '\r';
+    else
+      out += c;
   }
   return out;
 }
 
-Node parse_text_format(const std::string& text) {
+Node parse_text_format(const std::string &text) {
   Node root;
-  std::vector<Node*> stack{&root};
+  std::vector<Node *> stack{&root};
   std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
     const size_t b = line.find_first_not_of(' ');
-    if (b == std::string::npos) continue;
+    if (b == std::string::npos)
+      continue;
     line = line.substr(b);
     if (line == "}") {
       stack.pop_back();
@@ -95,12 +104,14 @@ Node parse_text_format(const std::string& text) {
 }
 
 std::string find_protoc() {
-  if (const char* env = std::getenv("WHY502_PROTOC"); env && *env) return env;
+  if (const char *env = std::getenv("WHY502_PROTOC"); env && *env)
+    return env;
   std::stringstream path(std::getenv("PATH") ? std::getenv("PATH") : "");
   std::string dir;
   while (std::getline(path, dir, ':')) {
     auto p = fs::path(dir) / "protoc";
-    if (::access(p.c_str(), X_OK) == 0) return p.string();
+    if (::access(p.c_str(), X_OK) == 0)
+      return p.string();
   }
   return {};
 }
@@ -112,28 +123,27 @@ struct Decoded {
   std::string error; // why decoding failed
   std::string text;  // protoc's output
   Node root;
-  std::vector<const Node*> packets() const { return root.all("packet"); }
+  std::vector<const Node *> packets() const { return root.all("packet"); }
 };
 
-Decoded decode(const fs::path& trace) {
+Decoded decode(const fs::path &trace) {
   Decoded d;
   const std::string protoc = find_protoc();
   if (protoc.empty()) {
     d.error = "protoc not found in PATH: install protobuf-compiler or set WHY502_PROTOC";
     return d;
   }
-  const std::string cmd = "'" + protoc + "' --decode=perfetto.protos.Trace -I '" +
-                          proto_dir().string() + "' '" +
-                          (proto_dir() / "perfetto_trace.proto").string() + "' < '" +
-                          trace.string() + "' 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
+  const std::string cmd = "'" + protoc + "' --decode=perfetto.protos.Trace -I '" + proto_dir().string() + "' '" +
+                          (proto_dir() / "perfetto_trace.proto").string() + "' < '" + trace.string() + "' 2>&1";
+  FILE *p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) {
     d.error = "cannot run " + cmd;
     return d;
   }
   char buf[65536];
   size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) d.text.append(buf, n);
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
+    d.text.append(buf, n);
   const int status = ::pclose(p);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     d.error = "protoc failed: " + d.text;
@@ -150,21 +160,21 @@ Decoded decode(const fs::path& trace) {
 // list of problems (empty = valid).
 struct Report {
   std::vector<std::string> problems;
-  std::map<uint64_t, const Node*> tracks; // uuid -> track_descriptor
-  std::vector<std::string> event_names;   // resolved, in order
+  std::map<uint64_t, const Node *> tracks; // uuid -> track_descriptor
+  std::vector<std::string> event_names;    // resolved, in order
   std::map<uint64_t, std::string> flow_start_event, flow_end_event;
   size_t clears = 0;
 };
 
-void check_unknown_fields(const Node& n, Report& r) {
-  for (const Node& k : n.kids) {
+void check_unknown_fields(const Node &n, Report &r) {
+  for (const Node &k : n.kids) {
     if (!k.key.empty() && std::isdigit(static_cast<unsigned char>(k.key[0])))
       r.problems.push_back("field unknown to perfetto_trace.proto: " + k.key);
     check_unknown_fields(k, r);
   }
 }
 
-Report validate(const Decoded& d, uint32_t seq_id = 1) {
+Report validate(const Decoded &d, uint32_t seq_id = 1) {
   Report r;
   check_unknown_fields(d.root, r);
   const auto packets = d.packets();
@@ -172,41 +182,48 @@ Report validate(const Decoded& d, uint32_t seq_id = 1) {
     r.problems.push_back("no packets");
     return r;
   }
-  const Node& first = *packets[0];
-  if (!first.has("clock_snapshot")) r.problems.push_back("first packet is not a clock snapshot");
-  if (first.u("previous_packet_dropped") == 0) r.problems.push_back("first packet: previous_packet_dropped unset");
-  if (first.s("first_packet_on_sequence") != "true") r.problems.push_back("first packet: first_packet_on_sequence unset");
+  const Node &first = *packets[0];
+  if (!first.has("clock_snapshot"))
+    r.problems.push_back("first packet is not a clock snapshot");
+  if (first.u("previous_packet_dropped") == 0)
+    r.problems.push_back("first packet: previous_packet_dropped unset");
+  if (first.s("first_packet_on_sequence") != "true")
+    r.problems.push_back("first packet: first_packet_on_sequence unset");
 
   std::map<std::string, std::map<uint64_t, std::string>> interned; // table -> iid -> name
   std::map<std::string, std::map<uint64_t, std::string>> ever;     // iids never reused
   std::map<uint64_t, int> depth;
   uint64_t last_ts = 0;
   for (size_t i = 0; i < packets.size(); ++i) {
-    const Node& p = *packets[i];
+    const Node &p = *packets[i];
     const std::string at = "packet " + std::to_string(i) + ": ";
-    if (p.u("trusted_packet_sequence_id") != seq_id) r.problems.push_back(at + "wrong sequence id");
+    if (p.u("trusted_packet_sequence_id") != seq_id)
+      r.problems.push_back(at + "wrong sequence id");
     const uint64_t flags = p.u("sequence_flags");
-    if (i == 0 && flags != 1) r.problems.push_back(at + "first packet must clear incremental state");
+    if (i == 0 && flags != 1)
+      r.problems.push_back(at + "first packet must clear incremental state");
     if (flags == 1) {
       ++r.clears;
       interned.clear();
-      const Node* defaults = p.child("trace_packet_defaults");
+      const Node *defaults = p.child("trace_packet_defaults");
       if (!defaults || defaults->u("timestamp_clock_id") != kClockBoottime)
         r.problems.push_back(at + "state cleared without BOOTTIME packet defaults");
     } else if (flags != 2) {
       r.problems.push_back(at + "sequence_flags neither CLEARED nor NEEDS_INCREMENTAL_STATE");
     }
-    if (const Node* id = p.child("interned_data")) {
-      for (const Node& entry : id->kids) {
+    if (const Node *id = p.child("interned_data")) {
+      for (const Node &entry : id->kids) {
         const uint64_t iid = entry.u("iid");
         const std::string name = entry.s("name");
-        if (iid == 0) r.problems.push_back(at + "interned iid 0");
+        if (iid == 0)
+          r.problems.push_back(at + "interned iid 0");
         auto [it, fresh] = ever[entry.key].emplace(iid, name);
-        if (!fresh && it->second != name) r.problems.push_back(at + "iid reused for another string");
+        if (!fresh && it->second != name)
+          r.problems.push_back(at + "iid reused for another string");
         interned[entry.key][iid] = name;
       }
     }
-    auto resolve = [&](const std::string& table, uint64_t iid) -> std::string {
+    auto resolve = [&](const std::string &table, uint64_t iid) -> std::string {
       auto t = interned[table].find(iid);
       if (t == interned[table].end()) {
         r.problems.push_back(at + "unresolved " + table + " iid " + std::to_string(iid));
@@ -214,17 +231,21 @@ Report validate(const Decoded& d, uint32_t seq_id = 1) {
       }
       return t->second;
     };
-    if (const Node* td = p.child("track_descriptor")) {
+    if (const Node *td = p.child("track_descriptor")) {
       const uint64_t uuid = td->u("uuid");
-      if (uuid == 0) r.problems.push_back(at + "track uuid 0");
-      if (!r.tracks.emplace(uuid, td).second) r.problems.push_back(at + "duplicate track uuid");
+      if (uuid == 0)
+        r.problems.push_back(at + "track uuid 0");
+      if (!r.tracks.emplace(uuid, td).second)
+        r.problems.push_back(at + "duplicate track uuid");
       if (td->has("parent_uuid") && !r.tracks.count(td->u("parent_uuid")))
         r.problems.push_back(at + "parent_uuid not declared before");
     }
-    if (const Node* te = p.child("track_event")) {
-      if (!p.has("timestamp")) r.problems.push_back(at + "event without timestamp");
+    if (const Node *te = p.child("track_event")) {
+      if (!p.has("timestamp"))
+        r.problems.push_back(at + "event without timestamp");
       const uint64_t ts = p.u("timestamp");
-      if (ts < last_ts) r.problems.push_back(at + "timestamp goes backwards");
+      if (ts < last_ts)
+        r.problems.push_back(at + "timestamp goes backwards");
       last_ts = ts;
       const uint64_t track = te->u("track_uuid");
       auto t = r.tracks.find(track);
@@ -236,33 +257,42 @@ Report validate(const Decoded& d, uint32_t seq_id = 1) {
       const std::string type = te->s("type");
       if ((type == "TYPE_COUNTER") != counter_track)
         r.problems.push_back(at + type + " on a " + (counter_track ? "counter" : "slice") + " track");
-      if (type == "TYPE_SLICE_BEGIN") ++depth[track];
+      if (type == "TYPE_SLICE_BEGIN")
+        ++depth[track];
       if (type == "TYPE_SLICE_END" && --depth[track] < 0)
         r.problems.push_back(at + "slice end without begin");
       std::string name;
-      if (te->has("name_iid")) name = resolve("event_names", te->u("name_iid"));
-      for (const Node* c : te->all("category_iids")) resolve("event_categories", std::stoull(c->value));
-      for (const Node* a : te->all("debug_annotations")) resolve("debug_annotation_names", a->u("name_iid"));
-      if (!name.empty()) r.event_names.push_back(name);
-      for (const Node* fl : te->all("flow_ids")) {
+      if (te->has("name_iid"))
+        name = resolve("event_names", te->u("name_iid"));
+      for (const Node *c : te->all("category_iids"))
+        resolve("event_categories", std::stoull(c->value));
+      for (const Node *a : te->all("debug_annotations"))
+        resolve("debug_annotation_names", a->u("name_iid"));
+      if (!name.empty())
+        r.event_names.push_back(name);
+      for (const Node *fl : te->all("flow_ids")) {
         const uint64_t id = std::stoull(fl->value);
-        if (!r.flow_start_event.emplace(id, name).second) r.problems.push_back(at + "flow started twice");
+        if (!r.flow_start_event.emplace(id, name).second)
+          r.problems.push_back(at + "flow started twice");
       }
-      for (const Node* fl : te->all("terminating_flow_ids")) {
+      for (const Node *fl : te->all("terminating_flow_ids")) {
         const uint64_t id = std::stoull(fl->value);
-        if (!r.flow_start_event.count(id)) r.problems.push_back(at + "terminating flow never started");
+        if (!r.flow_start_event.count(id))
+          r.problems.push_back(at + "terminating flow never started");
         r.flow_end_event[id] = name;
       }
     }
   }
   for (auto [track, dep] : depth)
-    if (dep != 0) r.problems.push_back("unbalanced slices on track " + std::to_string(track));
+    if (dep != 0)
+      r.problems.push_back("unbalanced slices on track " + std::to_string(track));
   return r;
 }
 
-std::string join(const std::vector<std::string>& v) {
+std::string join(const std::vector<std::string> &v) {
   std::string out;
-  for (const auto& s : v) out += s + "\n";
+  for (const auto &s : v)
+    out += s + "\n";
   return out;
 }
 
@@ -271,13 +301,13 @@ std::string join(const std::vector<std::string>& v) {
 class PerfettoWriter : public ::testing::Test {
 protected:
   void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           ("why502_perfetto_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
+    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ =
+        fs::temp_directory_path() / ("why502_perfetto_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
-  fs::path file(const std::string& name = "trace.pftrace") const { return dir_ / name; }
+  fs::path file(const std::string &name = "trace.pftrace") const { return dir_ / name; }
 
   static WriterOptions fixed_clocks(WriterOptions o = {}) {
     o.clocks = ClockReadings{5'000'000'000, 1'800'000'000'000'000'000};
@@ -287,8 +317,8 @@ protected:
   fs::path dir_;
 };
 
-#define DECODE_OR_FAIL(var, path)                                                                  \
-  const Decoded var = decode(path);                                                                \
+#define DECODE_OR_FAIL(var, path)                                                                                      \
+  const Decoded var = decode(path);                                                                                    \
   ASSERT_TRUE(var.ok) << var.error
 
 TEST_F(PerfettoWriter, SampleTraceIsValid) {
@@ -309,17 +339,21 @@ TEST_F(PerfettoWriter, SampleTraceIsValid) {
 }
 
 TEST_F(PerfettoWriter, ClockSnapshotMapsBoottimeToRealtime) {
-  { TraceWriter w(file().string(), fixed_clocks()); w.close(); }
+  {
+    TraceWriter w(file().string(), fixed_clocks());
+    w.close();
+  }
   DECODE_OR_FAIL(d, file());
   ASSERT_EQ(d.packets().size(), 1u);
-  const Node& p = *d.packets()[0];
+  const Node &p = *d.packets()[0];
   EXPECT_EQ(p.u("timestamp"), 5'000'000'000u);
   EXPECT_EQ(p.u("timestamp_clock_id"), kClockBoottime);
-  const Node* cs = p.child("clock_snapshot");
+  const Node *cs = p.child("clock_snapshot");
   ASSERT_NE(cs, nullptr);
   EXPECT_EQ(cs->s("primary_trace_clock"), "BUILTIN_CLOCK_BOOTTIME");
   std::map<uint64_t, uint64_t> clocks;
-  for (const Node* c : cs->all("clocks")) clocks[c->u("clock_id")] = c->u("timestamp");
+  for (const Node *c : cs->all("clocks"))
+    clocks[c->u("clock_id")] = c->u("timestamp");
   EXPECT_EQ(clocks, (std::map<uint64_t, uint64_t>{{kClockRealtime, 1'800'000'000'000'000'000u},
                                                   {kClockBoottime, 5'000'000'000u}}));
   EXPECT_EQ(p.u("sequence_flags"), 1u);
@@ -350,12 +384,12 @@ TEST_F(PerfettoWriter, TrackDescriptors) {
   const Report r = validate(d);
   ASSERT_TRUE(r.problems.empty()) << join(r.problems);
   ASSERT_EQ(r.tracks.size(), 8u);
-  const Node& p = *r.tracks.at(proc)->child("process");
+  const Node &p = *r.tracks.at(proc)->child("process");
   EXPECT_EQ(p.u("pid"), 4321u);
   EXPECT_EQ(p.s("process_name"), "gunicorn");
   ASSERT_EQ(p.all("cmdline").size(), 3u);
   EXPECT_EQ(p.all("cmdline")[2]->value, "127.0.0.1:8080");
-  const Node& t = *r.tracks.at(thr)->child("thread");
+  const Node &t = *r.tracks.at(thr)->child("thread");
   EXPECT_EQ(t.u("pid"), 1234u);
   EXPECT_EQ(t.u("tid"), 1235u);
   EXPECT_EQ(t.s("thread_name"), "nginx: worker");
@@ -376,12 +410,16 @@ TEST_F(PerfettoWriter, EventsAnnotationsAndCounters) {
   const uint64_t tr = w.named_track("127.0.0.1:8080");
   const uint64_t ctr = w.counter_track("queue", "count");
   const uint64_t t = 6'000'000'000;
-  w.slice_begin(tr, t, "connect", {{"errno", int64_t{-111}}, {"sock", uint64_t{UINT64_MAX}},
-                                   {"ok", false}, {"ratio", 0.25}, {"peer", std::string("a\"b\n")}},
+  w.slice_begin(tr, t, "connect",
+                {{"errno", int64_t{-111}},
+                 {"sock", uint64_t{UINT64_MAX}},
+                 {"ok", false},
+                 {"ratio", 0.25},
+                 {"peer", std::string("a\"b\n")}},
                 {}, "kernel");
   w.counter(ctr, t + 1, int64_t{-3});
   w.counter(ctr, t + 2, 2.5);
-  w.counter(ctr, t + 3, 7); // int overload
+  w.counter(ctr, t + 3, 7);        // int overload
   w.instant(tr, t + 4, "connect"); // same name: interned once
   w.slice_end(tr, t + 5);
   w.close();
@@ -391,9 +429,9 @@ TEST_F(PerfettoWriter, EventsAnnotationsAndCounters) {
   ASSERT_TRUE(r.problems.empty()) << join(r.problems) << d.text;
   const auto packets = d.packets();
   ASSERT_EQ(packets.size(), 9u); // clock + 2 tracks + 6 events
-  const Node& begin = *packets[3];
+  const Node &begin = *packets[3];
   EXPECT_EQ(begin.u("timestamp"), t);
-  const Node& te = *begin.child("track_event");
+  const Node &te = *begin.child("track_event");
   EXPECT_EQ(te.s("type"), "TYPE_SLICE_BEGIN");
   EXPECT_EQ(te.u("track_uuid"), tr);
   const auto ann = te.all("debug_annotations");
@@ -403,7 +441,7 @@ TEST_F(PerfettoWriter, EventsAnnotationsAndCounters) {
   EXPECT_EQ(ann[2]->s("bool_value"), "false");
   EXPECT_EQ(ann[3]->s("double_value"), "0.25");
   EXPECT_EQ(ann[4]->s("string_value"), "a\"b\n");
-  const Node& interned = *begin.child("interned_data");
+  const Node &interned = *begin.child("interned_data");
   EXPECT_EQ(interned.all("debug_annotation_names").size(), 5u);
   EXPECT_EQ(interned.child("event_categories")->s("name"), "kernel");
   EXPECT_EQ(packets[4]->child("track_event")->s("counter_value"), "-3");
@@ -441,10 +479,10 @@ TEST_F(PerfettoWriter, ValidatorCatchesBrokenTraces) {
   // The checks above are only worth something if they can fail.
   TraceWriter w(file().string(), fixed_clocks());
   const uint64_t tr = w.named_track("t");
-  w.slice_end(tr, 6'000'000'000);                   // end without begin
-  w.instant(tr, 5'900'000'000, "late");             // backwards
-  w.instant(999, 6'100'000'000, "nowhere");         // undeclared track
-  w.instant(tr, 6'200'000'000, "x", {}, {}, {77});  // flow never started
+  w.slice_end(tr, 6'000'000'000);                  // end without begin
+  w.instant(tr, 5'900'000'000, "late");            // backwards
+  w.instant(999, 6'100'000'000, "nowhere");        // undeclared track
+  w.instant(tr, 6'200'000'000, "x", {}, {}, {77}); // flow never started
   w.close();
   EXPECT_EQ(w.stats().out_of_order_events, 1u);
   DECODE_OR_FAIL(d, file());
@@ -481,7 +519,8 @@ TEST_F(PerfettoWriter, StreamsToDiskWhileRecording) {
   TraceWriter w(file().string(), fixed_clocks());
   const uint64_t tr = w.named_track("t");
   uint64_t t = 6'000'000'000;
-  for (int i = 0; i < 20000; ++i) w.instant(tr, t += 1000, "e", {{"i", int64_t{i}}});
+  for (int i = 0; i < 20000; ++i)
+    w.instant(tr, t += 1000, "e", {{"i", int64_t{i}}});
   const uint64_t on_disk = fs::file_size(file());
   EXPECT_GT(w.stats().bytes_written, 200'000u);
   EXPECT_GT(on_disk, 0u);
@@ -498,8 +537,8 @@ TEST_F(PerfettoWriter, InterningIsBoundedAndResetsIncrementalState) {
   const uint64_t tr = w.named_track("t");
   uint64_t t = 6'000'000'000;
   for (int i = 0; i < 40; ++i)
-    w.instant(tr, t += 1000, "event " + std::to_string(i % 20), {{"k" + std::to_string(i % 3), int64_t{i}}},
-              {}, {}, "cat");
+    w.instant(tr, t += 1000, "event " + std::to_string(i % 20), {{"k" + std::to_string(i % 3), int64_t{i}}}, {}, {},
+              "cat");
   w.close();
   EXPECT_GT(w.stats().interning_resets, 3u);
 
@@ -508,7 +547,8 @@ TEST_F(PerfettoWriter, InterningIsBoundedAndResetsIncrementalState) {
   ASSERT_TRUE(r.problems.empty()) << join(r.problems) << d.text;
   EXPECT_EQ(r.clears, 1 + w.stats().interning_resets);
   ASSERT_EQ(r.event_names.size(), 40u);
-  for (int i = 0; i < 40; ++i) EXPECT_EQ(r.event_names[i], "event " + std::to_string(i % 20));
+  for (int i = 0; i < 40; ++i)
+    EXPECT_EQ(r.event_names[i], "event " + std::to_string(i % 20));
 }
 
 TEST_F(PerfettoWriter, MaxSizeCapStopsWritingAndCountsDrops) {
@@ -517,7 +557,8 @@ TEST_F(PerfettoWriter, MaxSizeCapStopsWritingAndCountsDrops) {
   TraceWriter w(file().string(), o);
   const uint64_t tr = w.named_track("t");
   uint64_t t = 6'000'000'000;
-  for (int i = 0; i < 300; ++i) w.instant(tr, t += 1000, "e", {{"i", int64_t{i}}});
+  for (int i = 0; i < 300; ++i)
+    w.instant(tr, t += 1000, "e", {{"i", int64_t{i}}});
   w.close();
   const WriterStats st = w.stats();
   EXPECT_LE(fs::file_size(file()), 2000u);
@@ -536,7 +577,7 @@ TEST_F(PerfettoWriter, OpenFailureIsOneClearLine) {
   try {
     TraceWriter w(path);
     FAIL() << "no exception";
-  } catch (const Error& e) {
+  } catch (const Error &e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find(path), std::string::npos) << msg;
     EXPECT_NE(msg.find("No such file or directory"), std::string::npos) << msg;
@@ -545,14 +586,15 @@ TEST_F(PerfettoWriter, OpenFailureIsOneClearLine) {
 }
 
 TEST_F(PerfettoWriter, FullDiskIsReportedOnClose) {
-  if (!fs::exists("/dev/full")) GTEST_SKIP() << "/dev/full missing";
+  if (!fs::exists("/dev/full"))
+    GTEST_SKIP() << "/dev/full missing";
   TraceWriter w("/dev/full", fixed_clocks());
   w.instant(w.named_track("t"), 6'000'000'000, "e");
   EXPECT_FALSE(w.failed()); // still buffered
   try {
     w.close();
     FAIL() << "no exception";
-  } catch (const Error& e) {
+  } catch (const Error &e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("/dev/full"), std::string::npos) << msg;
     EXPECT_NE(msg.find("No space left on device"), std::string::npos) << msg;
@@ -560,14 +602,14 @@ TEST_F(PerfettoWriter, FullDiskIsReportedOnClose) {
 }
 
 TEST_F(PerfettoWriter, FullDiskIsReportedWhileStreaming) {
-  if (!fs::exists("/dev/full")) GTEST_SKIP() << "/dev/full missing";
+  if (!fs::exists("/dev/full"))
+    GTEST_SKIP() << "/dev/full missing";
   TraceWriter w("/dev/full", fixed_clocks());
   const uint64_t tr = w.named_track("t");
   uint64_t t = 6'000'000'000;
   // Enough to pass the write buffer: the error surfaces from an event call,
   // and again from every later call (never silently swallowed).
-  EXPECT_THROW(
-      for (int i = 0; i < 100000; ++i) w.instant(tr, t += 1, "e", {{"i", int64_t{i}}}), Error);
+  EXPECT_THROW(for (int i = 0; i < 100000; ++i) w.instant(tr, t += 1, "e", {{"i", int64_t{i}}}), Error);
   EXPECT_TRUE(w.failed());
   EXPECT_THROW(w.instant(tr, t + 1, "e"), Error);
   EXPECT_THROW(w.close(), Error);
@@ -596,7 +638,8 @@ TEST_F(PerfettoWriter, ReorderBufferSortsWithinWindow) {
     for (uint64_t i = 0; i < 20; ++i) {
       const uint64_t f = w.new_flow_id();
       rb.instant(kernel, base + i * kSec / 2, "rst", {}, {f});
-      if (i >= 2) rb.instant(worker, base + (i - 2) * kSec / 2 + 1000, "502", {}, {}, {f - 2});
+      if (i >= 2)
+        rb.instant(worker, base + (i - 2) * kSec / 2 + 1000, "502", {}, {}, {f - 2});
     }
     rb.slice_begin(worker, base + 10 * kSec, "req");
     rb.slice_end(worker, base + 10 * kSec); // same ts: stays after its begin
@@ -634,7 +677,7 @@ TEST_F(PerfettoWriter, ReorderBufferIsBounded) {
 TEST_F(PerfettoWriter, SampleMatchesGoldenFixture) {
   write_sample_trace(file(), fixed_clocks());
   const fs::path golden = fs::path(WHY502_FIXTURES) / "perfetto" / "sample.pftrace";
-  auto slurp = [](const fs::path& p) {
+  auto slurp = [](const fs::path &p) {
     std::ifstream in(p, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
