@@ -200,7 +200,10 @@ static __always_inline void emit_conn_fail(const struct sock *sk, struct conn_in
 	e->retrans = ci->retrans;
 	e->last_state = last_state;
 	e->pad = 0;
+	/* bytes_received advances by one for the peer's FIN: report payload only. */
 	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	if (ci->ts_fin_received && e->bytes_received)
+		e->bytes_received--;
 	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
 	e->ts_syn_sent = ci->ts_syn_sent;
 	e->ts_established = ci->ts_established;
@@ -220,6 +223,9 @@ static __always_inline void conn_closed(const struct sock *sk, struct conn_info 
 	/* tcp_done_with_error() sets sk_err, closes, and only then reports the error. */
 	if (!ci->sk_err)
 		ci->sk_err = BPF_CORE_READ(sk, sk_err);
+	/* An ICMP error met while connect() held the socket lock is kept as a soft error. */
+	if (!ci->sk_err)
+		ci->sk_err = BPF_CORE_READ(sk, sk_err_soft);
 	if (oldstate == TCP_SYN_SENT) {
 		/* connect() failed before any SYN left (no port: EADDRNOTAVAIL); the syscall record reports it. */
 		if (sock_sport(sk) == 0)
@@ -236,7 +242,8 @@ static __always_inline void conn_closed(const struct sock *sk, struct conn_info 
 		emit_conn_fail(sk, ci, WHY502_FAIL_RST_ESTABLISHED, ci->reset_state, now);
 		return;
 	}
-	if (ci->ts_fin_received && BPF_CORE_READ((const struct tcp_sock *)sk, bytes_received) == 0)
+	/* data_segs_in, not bytes_received: the FIN itself counts as a received byte. */
+	if (ci->ts_fin_received && BPF_CORE_READ((const struct tcp_sock *)sk, data_segs_in) == 0)
 		emit_conn_fail(sk, ci, WHY502_FAIL_FIN_BEFORE_DATA, oldstate, now);
 }
 

@@ -1,0 +1,218 @@
+// The ring-buffer decoder and the JSON capture format, on hand-built records.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <cstring>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <nlohmann/json.hpp>
+
+#include "why502/events.h"
+#include "why502/kernel_event.h"
+
+using namespace why502;
+
+namespace {
+
+template <typename T> std::span<const uint8_t> bytes(const T &rec) {
+  return {reinterpret_cast<const uint8_t *>(&rec), sizeof(rec)};
+}
+
+why502_conn_fail sample_conn_fail() {
+  why502_conn_fail r = {};
+  r.hdr.kind = WHY502_EV_CONN_FAIL;
+  r.hdr.ts_ns = 5000;
+  r.hdr.cpu = 1;
+  r.tuple.family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", r.tuple.saddr);
+  inet_pton(AF_INET, "10.1.2.3", r.tuple.daddr);
+  r.tuple.sport = 40000;
+  r.tuple.dport = 8080;
+  r.pid = 1234;
+  r.tid = 1235;
+  strcpy(r.comm, "nginx");
+  r.failure = WHY502_FAIL_RST_IN_SYN_SENT;
+  r.sk_err = ECONNREFUSED;
+  r.last_state = 2;
+  r.ts_syn_sent = 1000;
+  r.ts_reset = 2000;
+  r.ts_close = 2100;
+  return r;
+}
+
+} // namespace
+
+TEST(Decode, ConnFailIPv4) {
+  auto raw = sample_conn_fail();
+  std::string err;
+  auto ev = decode_record(bytes(raw), &err);
+  ASSERT_TRUE(ev) << err;
+  EXPECT_EQ(ev->boot_ns, 5000u);
+  EXPECT_EQ(ev->cpu, 1u);
+  EXPECT_FALSE(ev->host);
+  const auto &c = std::get<ConnFail>(ev->record);
+  EXPECT_EQ(c.failure, ConnFailure::RstInSynSent);
+  EXPECT_EQ(c.pid, 1234u);
+  EXPECT_EQ(c.tid, 1235u);
+  EXPECT_EQ(c.comm, "nginx");
+  EXPECT_EQ(c.local.str(), "127.0.0.1:40000");
+  EXPECT_EQ(c.remote.str(), "10.1.2.3:8080");
+  EXPECT_EQ(c.family, 4);
+  EXPECT_EQ(c.sk_err, ECONNREFUSED);
+  EXPECT_EQ(c.last_state, "SYN_SENT");
+  EXPECT_EQ(c.ts_reset, 2000u);
+}
+
+TEST(Decode, ConnFailIPv6AndMappedIPv4) {
+  auto raw = sample_conn_fail();
+  raw.tuple.family = AF_INET6;
+  inet_pton(AF_INET6, "::1", raw.tuple.saddr);
+  inet_pton(AF_INET6, "::ffff:192.168.0.9", raw.tuple.daddr);
+  std::string err;
+  auto ev = decode_record(bytes(raw), &err);
+  ASSERT_TRUE(ev) << err;
+  const auto &c = std::get<ConnFail>(ev->record);
+  EXPECT_EQ(c.family, 6);
+  EXPECT_EQ(c.local.str(), "[::1]:40000");
+  EXPECT_EQ(c.remote.str(), "192.168.0.9:8080");
+}
+
+TEST(Decode, SyscallErrUnixPathAndAbstract) {
+  why502_syscall_err r = {};
+  r.hdr.kind = WHY502_EV_SYSCALL_ERR;
+  r.pid = 7;
+  r.syscall = WHY502_SYS_CONNECT;
+  r.err = EAGAIN;
+  r.family = AF_UNIX;
+  strcpy(r.unix_path, "/run/php/php8.2-fpm.sock");
+  std::string err;
+  auto ev = decode_record(bytes(r), &err);
+  ASSERT_TRUE(ev) << err;
+  const auto &s = std::get<SyscallErr>(ev->record);
+  EXPECT_EQ(s.target, "unix:/run/php/php8.2-fpm.sock");
+  EXPECT_EQ(s.err, EAGAIN);
+  EXPECT_EQ(s.syscall, Syscall::Connect);
+
+  // A path that fills sun_path exactly has no terminator: never read past it.
+  memset(r.unix_path, 'a', sizeof(r.unix_path));
+  ev = decode_record(bytes(r), &err);
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(std::get<SyscallErr>(ev->record).target.size(), 5 + sizeof(r.unix_path));
+}
+
+TEST(Decode, ExitStatusSplitsCodeAndSignal) {
+  why502_exit r = {};
+  r.hdr.kind = WHY502_EV_EXIT;
+  r.hdr.flags = WHY502_FLAG_HOST;
+  r.pid = 99;
+  strcpy(r.comm, "gunicorn");
+  r.exit_code = 9; // killed by SIGKILL
+  std::string err;
+  auto ev = decode_record(bytes(r), &err);
+  ASSERT_TRUE(ev);
+  EXPECT_TRUE(ev->host);
+  auto x = std::get<ProcessExit>(ev->record);
+  EXPECT_EQ(x.signal, 9);
+  EXPECT_EQ(x.exit_code, 0);
+  r.exit_code = 3 << 8; // exit(3)
+  x = std::get<ProcessExit>(decode_record(bytes(r), &err)->record);
+  EXPECT_EQ(x.signal, 0);
+  EXPECT_EQ(x.exit_code, 3);
+  r.exit_code = 0x80 | 11; // SIGSEGV with core
+  x = std::get<ProcessExit>(decode_record(bytes(r), &err)->record);
+  EXPECT_EQ(x.signal, 11);
+  EXPECT_TRUE(x.core_dumped);
+}
+
+TEST(Decode, OomPagesBecomeKilobytes) {
+  why502_oom_victim r = {};
+  r.hdr.kind = WHY502_EV_OOM_VICTIM;
+  r.pid = 4321;
+  strcpy(r.comm, "gunicorn");
+  r.anon_rss_pages = 1000;
+  std::string err;
+  auto ev = decode_record(bytes(r), &err);
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(std::get<OomVictim>(ev->record).anon_rss_kb, 4000u);
+}
+
+TEST(Decode, RejectsTruncatedAndUnknownRecords) {
+  auto raw = sample_conn_fail();
+  std::string err;
+  EXPECT_FALSE(decode_record(bytes(raw).first(sizeof(raw) - 1), &err));
+  EXPECT_NE(err.find("truncated"), std::string::npos);
+  EXPECT_FALSE(decode_record(bytes(raw).first(4), &err));
+  raw.hdr.kind = 77;
+  EXPECT_FALSE(decode_record(bytes(raw), &err));
+  EXPECT_NE(err.find("unknown record kind 77"), std::string::npos);
+  raw.hdr.kind = WHY502_EV_CONN_FAIL;
+  raw.failure = 42;
+  EXPECT_FALSE(decode_record(bytes(raw), &err));
+}
+
+TEST(Decode, JsonRoundTripKeepsEveryField) {
+  std::vector<std::vector<uint8_t>> records;
+  auto add = [&](const auto &r) {
+    auto b = bytes(r);
+    records.emplace_back(b.begin(), b.end());
+  };
+  add(sample_conn_fail());
+  why502_signal sig = {};
+  sig.hdr.kind = WHY502_EV_SIGNAL;
+  sig.hdr.flags = WHY502_FLAG_HOST;
+  sig.sig = 15;
+  sig.target_pid = 50;
+  strcpy(sig.target_comm, "php-fpm8.2");
+  sig.sender_pid = 1;
+  strcpy(sig.sender_comm, "systemd");
+  add(sig);
+  why502_drop drop = {};
+  drop.hdr.kind = WHY502_EV_DROP;
+  drop.tuple.family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", drop.tuple.saddr);
+  inet_pton(AF_INET, "127.0.0.1", drop.tuple.daddr);
+  drop.tuple.sport = 1;
+  drop.tuple.dport = 2;
+  drop.reason = 12;
+  drop.reason_code = WHY502_DROP_NETFILTER_DROP;
+  add(drop);
+  for (const auto &rec : records) {
+    std::string err;
+    auto ev = decode_record(rec, &err);
+    ASSERT_TRUE(ev) << err;
+    ev->wall_ns = 1764522121123456000; // 2025-11-30T17:02:01.123456Z
+    auto j = to_json(*ev);
+    EXPECT_EQ(j["time"], "2025-11-30T17:02:01.123456Z");
+    EXPECT_EQ(j["type"], "event");
+    auto back = event_from_json(nlohmann::json::parse(j.dump()), &err);
+    ASSERT_TRUE(back) << err << " in " << j.dump();
+    EXPECT_EQ(to_json(*back), j);
+  }
+}
+
+TEST(Decode, JsonRejectsMalformedObjects) {
+  std::string err;
+  EXPECT_FALSE(event_from_json(nlohmann::json::parse(R"({"event":"conn_fail"})"), &err));
+  EXPECT_FALSE(event_from_json(nlohmann::json::parse(R"({"event":"bogus","boot_ns":1,"time":"2026-01-01T00:00:00Z"})"),
+                               &err));
+  EXPECT_NE(err.find("bogus"), std::string::npos);
+  EXPECT_FALSE(event_from_json(nlohmann::json::parse(R"({"event":"watch","boot_ns":1,"time":"yesterday"})"), &err));
+}
+
+TEST(Decode, WallTimeParsesWhatItFormats) {
+  int64_t t = 1764522121000001000;
+  auto s = format_wall_time(t);
+  EXPECT_EQ(s, "2025-11-30T17:02:01.000001Z");
+  EXPECT_EQ(parse_wall_time(s), t);
+  EXPECT_FALSE(parse_wall_time("2025-11-30 17:02:01"));
+}
+
+TEST(Decode, NamesForHumans) {
+  EXPECT_EQ(errno_name(ECONNREFUSED), "ECONNREFUSED");
+  EXPECT_EQ(errno_name(EADDRNOTAVAIL), "EADDRNOTAVAIL");
+  EXPECT_EQ(signal_name(9), "SIGKILL");
+  EXPECT_EQ(signal_name(15), "SIGTERM");
+  EXPECT_EQ(tcp_state_name(1), "ESTABLISHED");
+  EXPECT_EQ(tcp_state_name(99), "STATE_99");
+}
