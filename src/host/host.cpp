@@ -1,0 +1,336 @@
+// HostSampler, the host_sample JSON form, and listener_serves().
+#include "why502/host.h"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cstring>
+#include <ctime>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "host/listeners.h"
+#include "host/owners.h"
+#include "host/proc_parse.h"
+#include "why502/kernel_event.h"
+
+namespace why502 {
+
+using nlohmann::json;
+
+// ---------------------------------------------------------------- JSON
+
+json to_json(const HostSample &s) {
+  json listeners = json::array();
+  for (const auto &l : s.listeners) {
+    json owners = json::array();
+    for (const auto &o : l.owners)
+      owners.push_back({{"pid", o.pid}, {"comm", o.comm}});
+    listeners.push_back(
+        {{"address", l.address}, {"depth", l.depth}, {"max", l.max}, {"inode", l.inode}, {"owners", owners}});
+  }
+  return {{"type", "host"},
+          {"event", "host_sample"},
+          {"time", format_wall_time(s.wall_ns)},
+          {"listen_overflows", s.listen_overflows},
+          {"listen_drops", s.listen_drops},
+          {"listeners", listeners}};
+}
+
+namespace {
+
+template <typename T> bool get_unsigned(const json &j, const char *key, T *out, std::string *err, const std::string &where) {
+  auto it = j.find(key);
+  if (it == j.end()) {
+    *err = where + key + ": missing";
+    return false;
+  }
+  bool ok = it->is_number_unsigned() || (it->is_number_integer() && it->get<int64_t>() >= 0);
+  if (!ok || it->get<uint64_t>() > uint64_t(std::numeric_limits<T>::max())) {
+    *err = where + key + ": expected an unsigned integer";
+    return false;
+  }
+  *out = T(it->get<uint64_t>());
+  return true;
+}
+
+bool get_string(const json &j, const char *key, std::string *out, std::string *err, const std::string &where) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) {
+    *err = where + key + (it == j.end() ? ": missing" : ": expected a string");
+    return false;
+  }
+  *out = it->get<std::string>();
+  return true;
+}
+
+} // namespace
+
+std::optional<HostSample> host_sample_from_json(const json &j, std::string *error) {
+  std::string scratch;
+  std::string *err = error ? error : &scratch;
+  if (!j.is_object()) {
+    *err = "host_sample: expected an object";
+    return std::nullopt;
+  }
+  std::string type, event, time;
+  if (!get_string(j, "type", &type, err, "") || !get_string(j, "event", &event, err, ""))
+    return std::nullopt;
+  if (type != "host" || event != "host_sample") {
+    *err = "not a host_sample record (type=" + type + ", event=" + event + ")";
+    return std::nullopt;
+  }
+  HostSample s;
+  if (!get_string(j, "time", &time, err, ""))
+    return std::nullopt;
+  auto wall = parse_wall_time(time);
+  if (!wall) {
+    *err = "time: not an ISO UTC time: " + time;
+    return std::nullopt;
+  }
+  s.wall_ns = *wall;
+  if (!get_unsigned(j, "listen_overflows", &s.listen_overflows, err, "") ||
+      !get_unsigned(j, "listen_drops", &s.listen_drops, err, ""))
+    return std::nullopt;
+  auto ls = j.find("listeners");
+  if (ls == j.end() || !ls->is_array()) {
+    *err = "listeners: expected an array";
+    return std::nullopt;
+  }
+  for (size_t i = 0; i < ls->size(); ++i) {
+    const json &lj = (*ls)[i];
+    std::string where = "listeners[" + std::to_string(i) + "].";
+    if (!lj.is_object()) {
+      *err = where.substr(0, where.size() - 1) + ": expected an object";
+      return std::nullopt;
+    }
+    Listener l;
+    if (!get_string(lj, "address", &l.address, err, where) || !get_unsigned(lj, "depth", &l.depth, err, where) ||
+        !get_unsigned(lj, "max", &l.max, err, where) || !get_unsigned(lj, "inode", &l.inode, err, where))
+      return std::nullopt;
+    if (l.address.empty()) {
+      *err = where + "address: empty";
+      return std::nullopt;
+    }
+    if (auto os = lj.find("owners"); os != lj.end()) {
+      if (!os->is_array()) {
+        *err = where + "owners: expected an array";
+        return std::nullopt;
+      }
+      for (size_t k = 0; k < os->size(); ++k) {
+        const json &oj = (*os)[k];
+        std::string owhere = where + "owners[" + std::to_string(k) + "].";
+        ProcessRef p;
+        if (!oj.is_object()) {
+          *err = owhere.substr(0, owhere.size() - 1) + ": expected an object";
+          return std::nullopt;
+        }
+        if (!get_unsigned(oj, "pid", &p.pid, err, owhere) || !get_string(oj, "comm", &p.comm, err, owhere))
+          return std::nullopt;
+        l.owners.push_back(std::move(p));
+      }
+    }
+    s.listeners.push_back(std::move(l));
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------- listener_serves
+
+namespace {
+
+struct InetAddr {
+  int family = 0;
+  unsigned char bytes[16] = {};
+  uint16_t port = 0;
+};
+
+// "1.2.3.4:80" or "[::1]:80".
+std::optional<InetAddr> parse_inet(const std::string &s) {
+  std::string host, port;
+  if (!s.empty() && s[0] == '[') {
+    auto close = s.find("]:");
+    if (close == std::string::npos)
+      return std::nullopt;
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    auto colon = s.rfind(':');
+    if (colon == std::string::npos || s.find(':') != colon)
+      return std::nullopt;
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit))
+    return std::nullopt;
+  unsigned long p = std::stoul(port);
+  if (p > 65535)
+    return std::nullopt;
+  InetAddr a;
+  a.port = uint16_t(p);
+  if (inet_pton(AF_INET, host.c_str(), a.bytes) == 1)
+    a.family = AF_INET;
+  else if (inet_pton(AF_INET6, host.c_str(), a.bytes) == 1)
+    a.family = AF_INET6;
+  else
+    return std::nullopt;
+  return a;
+}
+
+bool is_zero(const unsigned char *b, size_t n) {
+  return std::all_of(b, b + n, [](unsigned char c) { return c == 0; });
+}
+
+bool is_v4_mapped(const unsigned char *b) {
+  static const unsigned char prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return memcmp(b, prefix, 12) == 0;
+}
+
+} // namespace
+
+bool listener_serves(const std::string &listener, const std::string &upstream) {
+  bool lu = listener.rfind("unix:", 0) == 0, uu = upstream.rfind("unix:", 0) == 0;
+  if (lu || uu)
+    return lu && uu && listener == upstream;
+  auto l = parse_inet(listener), u = parse_inet(upstream);
+  if (!l || !u)
+    return listener == upstream;
+  if (l->port != u->port)
+    return false;
+  if (l->family == AF_INET) {
+    if (u->family == AF_INET6 && is_v4_mapped(u->bytes)) // upstream [::ffff:a.b.c.d]
+      return is_zero(l->bytes, 4) || memcmp(l->bytes, u->bytes + 12, 4) == 0;
+    return u->family == AF_INET && (is_zero(l->bytes, 4) || memcmp(l->bytes, u->bytes, 4) == 0);
+  }
+  // An IPv6 listener: [::] takes IPv6 and (dual-stack, the Linux default) IPv4 too;
+  // [::ffff:a.b.c.d] takes that IPv4 address.
+  if (is_zero(l->bytes, 16))
+    return true;
+  if (u->family == AF_INET6)
+    return memcmp(l->bytes, u->bytes, 16) == 0;
+  return is_v4_mapped(l->bytes) && memcmp(l->bytes + 12, u->bytes, 4) == 0;
+}
+
+// ---------------------------------------------------------------- HostSampler
+
+struct HostSampler::Impl {
+  pid_t pid = 0;
+  int diag_fd = -1;
+  ino_t netns_ino = 0;
+  dev_t netns_dev = 0;
+  uint32_t seq = 0;
+  // After sock_diag failed, fall back to /proc and only retry it this much later.
+  std::chrono::steady_clock::time_point diag_retry_at{};
+  bool warned_netns = false, warned_diag = false, warned_netstat = false;
+  host::OwnerCache owners;
+
+  ~Impl() { close_diag(); }
+  void close_diag() {
+    if (diag_fd >= 0)
+      close(diag_fd);
+    diag_fd = -1;
+  }
+  void diag_failed(const std::string &why) {
+    close_diag();
+    diag_retry_at = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    if (!warned_diag)
+      spdlog::warn("host sampler: sock_diag unavailable ({}); reading /proc/{}/net instead, without "
+                   "accept-queue limits",
+                   why, pid ? std::to_string(pid) : std::string("self"));
+    warned_diag = true;
+  }
+};
+
+HostSampler::HostSampler(pid_t netns_pid) : impl_(std::make_unique<Impl>()) { impl_->pid = netns_pid; }
+HostSampler::~HostSampler() = default;
+
+void HostSampler::set_netns_pid(pid_t pid) {
+  if (pid == impl_->pid)
+    return;
+  impl_->pid = pid;
+  // The netns inode check in sample() reopens the socket if the netns differs;
+  // warnings are worth repeating for a new target.
+  impl_->warned_netns = impl_->warned_diag = impl_->warned_netstat = false;
+  impl_->diag_retry_at = {};
+}
+
+HostSample HostSampler::sample() {
+  Impl &m = *impl_;
+  HostSample s;
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  s.wall_ns = int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+
+  std::string dir = host::proc_dir(m.pid);
+  struct stat ns;
+  if (stat((dir + "/ns/net").c_str(), &ns) != 0) {
+    if (!m.warned_netns)
+      spdlog::warn("host sampler: cannot see the netns of {}: {}", dir, strerror(errno));
+    m.warned_netns = true;
+    m.close_diag();
+    m.netns_ino = 0;
+    return s;
+  }
+  m.warned_netns = false;
+  if (ns.st_ino != m.netns_ino || ns.st_dev != m.netns_dev) {
+    m.close_diag();
+    m.netns_ino = ns.st_ino;
+    m.netns_dev = ns.st_dev;
+    m.diag_retry_at = {};
+  }
+  if (m.diag_fd < 0 && std::chrono::steady_clock::now() >= m.diag_retry_at) {
+    std::string err;
+    m.diag_fd = host::open_sock_diag(m.pid, &err);
+    if (m.diag_fd < 0)
+      m.diag_failed(err);
+  }
+
+  std::string err;
+  bool tcp_done = false, unix_done = false;
+  if (m.diag_fd >= 0) {
+    auto v4 = host::diag_tcp_listeners(m.diag_fd, AF_INET, &m.seq, &err);
+    auto v6 = v4 ? host::diag_tcp_listeners(m.diag_fd, AF_INET6, &m.seq, &err) : std::nullopt;
+    if (v4 && v6) {
+      s.listeners = std::move(*v4);
+      s.listeners.insert(s.listeners.end(), v6->begin(), v6->end());
+      tcp_done = true;
+      if (auto ux = host::diag_unix_listeners(m.diag_fd, &m.seq, &err)) {
+        s.listeners.insert(s.listeners.end(), ux->begin(), ux->end());
+        unix_done = true;
+      } else {
+        m.diag_failed(err); // TCP came from sock_diag; unix from /proc below
+      }
+    } else {
+      m.diag_failed(err);
+    }
+  }
+  if (!tcp_done) {
+    if (auto t = host::proc_tcp_listeners(m.pid, &err))
+      s.listeners.insert(s.listeners.end(), t->begin(), t->end());
+  }
+  if (!unix_done) {
+    if (auto u = host::proc_unix_listeners(m.pid, &err))
+      s.listeners.insert(s.listeners.end(), u->begin(), u->end());
+  }
+
+  if (auto netstat = host::read_file(dir + "/net/netstat")) {
+    if (auto c = host::parse_proc_net_netstat(*netstat)) {
+      s.listen_overflows = c->listen_overflows;
+      s.listen_drops = c->listen_drops;
+    } else if (!m.warned_netstat) {
+      spdlog::warn("host sampler: no TcpExt ListenOverflows/ListenDrops in {}/net/netstat", dir);
+      m.warned_netstat = true;
+    }
+  }
+
+  std::sort(s.listeners.begin(), s.listeners.end(), [](const Listener &a, const Listener &b) {
+    return std::tie(a.address, a.inode) < std::tie(b.address, b.inode);
+  });
+  m.owners.resolve(s.listeners);
+  return s;
+}
+
+} // namespace why502

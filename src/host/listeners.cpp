@@ -1,0 +1,283 @@
+#include "host/listeners.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <thread>
+#include <unistd.h>
+
+#include "host/proc_parse.h"
+
+namespace why502::host {
+namespace {
+
+std::string errno_text(const char *what, int err) { return std::string(what) + ": " + strerror(err); }
+
+int make_diag_socket(int *err) {
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) {
+    *err = errno;
+    return -1;
+  }
+  // Never hang a sample on a kernel that does not answer.
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+// Sends `req` (an nlmsghdr followed by the request) and feeds every reply of
+// this dump to `on_msg` until NLMSG_DONE.
+template <typename Req, typename F>
+bool netlink_dump(int fd, Req &req, uint32_t *seq, std::string *error, F &&on_msg) {
+  req.nlh.nlmsg_len = sizeof(req);
+  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.nlh.nlmsg_seq = ++*seq;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd, &req, sizeof(req), 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0) {
+    *error = errno_text("sock_diag send", errno);
+    return false;
+  }
+  alignas(nlmsghdr) static thread_local char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_TRUNC);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      *error = errno_text("sock_diag recv", errno);
+      return false;
+    }
+    if (size_t(n) > sizeof(buf)) {
+      *error = "sock_diag reply truncated";
+      return false;
+    }
+    if (n == 0) {
+      *error = "sock_diag: empty reply";
+      return false;
+    }
+    int len = int(n);
+    for (auto *h = reinterpret_cast<nlmsghdr *>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != req.nlh.nlmsg_seq)
+        continue; // left over from an earlier, abandoned dump
+      if (h->nlmsg_type == NLMSG_DONE) {
+        if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(int))) {
+          int code = *static_cast<int *>(NLMSG_DATA(h));
+          if (code < 0) {
+            *error = errno_text("sock_diag dump", -code);
+            return false;
+          }
+        }
+        return true;
+      }
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        int code = h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr))
+                       ? static_cast<nlmsgerr *>(NLMSG_DATA(h))->error
+                       : -EPROTO;
+        *error = errno_text("sock_diag", code ? -code : EPROTO);
+        return false;
+      }
+      on_msg(h);
+    }
+  }
+}
+
+} // namespace
+
+std::string proc_dir(pid_t pid) { return pid ? "/proc/" + std::to_string(pid) : std::string("/proc/self"); }
+
+std::optional<std::string> read_file(const std::string &path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return std::nullopt;
+  std::string out;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int err = errno;
+      close(fd);
+      errno = err;
+      return std::nullopt;
+    }
+    if (n == 0)
+      break;
+    out.append(buf, size_t(n));
+  }
+  close(fd);
+  return out;
+}
+
+int open_sock_diag(pid_t pid, std::string *error) {
+  int err = 0;
+  if (pid == 0) {
+    int fd = make_diag_socket(&err);
+    if (fd < 0)
+      *error = errno_text("socket(NETLINK_SOCK_DIAG)", err);
+    return fd;
+  }
+  std::string ns = proc_dir(pid) + "/ns/net";
+  int nsfd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+  if (nsfd < 0) {
+    *error = errno_text(("open " + ns).c_str(), errno);
+    return -1;
+  }
+  // setns() moves only the calling thread; the thread ends right after, and
+  // the socket it made stays bound to that netns.
+  int fd = -1;
+  const char *stage = "";
+  std::thread([&] {
+    if (setns(nsfd, CLONE_NEWNET) != 0) {
+      err = errno;
+      stage = "setns(CLONE_NEWNET)";
+      return;
+    }
+    fd = make_diag_socket(&err);
+    if (fd < 0)
+      stage = "socket(NETLINK_SOCK_DIAG)";
+  }).join();
+  close(nsfd);
+  if (fd < 0)
+    *error = errno_text(stage, err);
+  return fd;
+}
+
+std::optional<std::vector<Listener>> diag_tcp_listeners(int fd, int family, uint32_t *seq, std::string *error) {
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 r;
+  } req{};
+  req.r.sdiag_family = uint8_t(family);
+  req.r.sdiag_protocol = IPPROTO_TCP;
+  req.r.idiag_states = 1u << TCP_LISTEN;
+  std::vector<Listener> out;
+  bool ok = netlink_dump(fd, req, seq, error, [&](const nlmsghdr *h) {
+    if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg)))
+      return;
+    auto *m = static_cast<const inet_diag_msg *>(NLMSG_DATA(h));
+    if (m->idiag_state != TCP_LISTEN || m->idiag_family != family)
+      return;
+    Listener l;
+    l.address = format_inet(family, m->id.idiag_src, ntohs(m->id.idiag_sport));
+    l.depth = m->idiag_rqueue;
+    l.max = m->idiag_wqueue;
+    l.inode = m->idiag_inode;
+    out.push_back(std::move(l));
+  });
+  if (!ok)
+    return std::nullopt;
+  return out;
+}
+
+std::optional<std::vector<Listener>> diag_unix_listeners(int fd, uint32_t *seq, std::string *error) {
+  struct {
+    nlmsghdr nlh;
+    unix_diag_req r;
+  } req{};
+  req.r.sdiag_family = AF_UNIX;
+  req.r.udiag_states = 1u << TCP_LISTEN;
+  req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN;
+  std::vector<Listener> out;
+  bool ok = netlink_dump(fd, req, seq, error, [&](const nlmsghdr *h) {
+    if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(unix_diag_msg)))
+      return;
+    auto *m = static_cast<const unix_diag_msg *>(NLMSG_DATA(h));
+    if (m->udiag_type != SOCK_STREAM || m->udiag_state != TCP_LISTEN)
+      return;
+    Listener l;
+    l.inode = m->udiag_ino;
+    bool named = false;
+    int alen = int(h->nlmsg_len - NLMSG_LENGTH(sizeof(unix_diag_msg)));
+    auto *a = reinterpret_cast<rtattr *>(reinterpret_cast<char *>(NLMSG_DATA(h)) + NLMSG_ALIGN(sizeof(*m)));
+    for (; RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+      const char *p = static_cast<const char *>(RTA_DATA(a));
+      size_t plen = RTA_PAYLOAD(a);
+      if (a->rta_type == UNIX_DIAG_NAME && plen > 0) {
+        std::string_view name(p, plen);
+        if (name[0] != '\0') // a path: the kernel keeps bind()'s trailing NUL
+          name = name.substr(0, name.find('\0'));
+        l.address = format_unix(name);
+        named = true;
+      } else if (a->rta_type == UNIX_DIAG_RQLEN && plen >= sizeof(unix_diag_rqlen)) {
+        unix_diag_rqlen q;
+        memcpy(&q, p, sizeof(q));
+        l.depth = q.udiag_rqueue;
+        l.max = q.udiag_wqueue;
+      }
+    }
+    if (named) // nobody can connect() to an unnamed listener
+      out.push_back(std::move(l));
+  });
+  if (!ok)
+    return std::nullopt;
+  return out;
+}
+
+std::optional<std::vector<Listener>> proc_tcp_listeners(pid_t pid, std::string *error) {
+  std::vector<Listener> out;
+  for (const char *file : {"/net/tcp", "/net/tcp6"}) {
+    std::string path = proc_dir(pid) + file;
+    auto content = read_file(path);
+    if (!content) {
+      if (std::string_view(file) == "/net/tcp6")
+        continue; // IPv6 may be disabled
+      *error = errno_text(("read " + path).c_str(), errno);
+      return std::nullopt;
+    }
+    size_t pos = 0;
+    while (pos < content->size()) {
+      size_t nl = content->find('\n', pos);
+      if (nl == std::string::npos)
+        nl = content->size();
+      auto row = parse_proc_net_tcp_line(std::string_view(*content).substr(pos, nl - pos));
+      pos = nl + 1;
+      if (!row || row->state != TCP_LISTEN)
+        continue;
+      Listener l;
+      l.address = row->local;
+      l.depth = row->rx_queue;
+      l.inode = row->inode;
+      out.push_back(std::move(l));
+    }
+  }
+  return out;
+}
+
+std::optional<std::vector<Listener>> proc_unix_listeners(pid_t pid, std::string *error) {
+  std::string path = proc_dir(pid) + "/net/unix";
+  auto content = read_file(path);
+  if (!content) {
+    *error = errno_text(("read " + path).c_str(), errno);
+    return std::nullopt;
+  }
+  std::vector<Listener> out;
+  size_t pos = 0;
+  while (pos < content->size()) {
+    size_t nl = content->find('\n', pos);
+    if (nl == std::string::npos)
+      nl = content->size();
+    auto row = parse_proc_net_unix_line(std::string_view(*content).substr(pos, nl - pos));
+    pos = nl + 1;
+    if (!row || !row->listening() || row->type != SOCK_STREAM || row->path.empty())
+      continue;
+    Listener l;
+    l.address = "unix:" + row->path; // already "@name" for abstract sockets
+    l.inode = row->inode;
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+} // namespace why502::host
