@@ -1,6 +1,7 @@
 #include "host/owners.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,6 +12,8 @@
 
 namespace why502::host {
 namespace {
+
+std::atomic<uint64_t> g_walks{0};
 
 bool all_digits(const char *s) {
   if (!*s)
@@ -31,6 +34,8 @@ std::string read_comm(const std::string &proc_root, uint32_t pid) {
 }
 
 } // namespace
+
+uint64_t owner_walks_total() { return g_walks.load(); }
 
 uint64_t socket_inode_of_link(std::string_view link) {
   constexpr std::string_view prefix = "socket:[";
@@ -58,6 +63,7 @@ bool OwnerCache::still_held(uint64_t inode, const std::vector<Holder> &holders) 
 
 void OwnerCache::walk(const std::vector<uint64_t> &inodes) {
   ++walks_;
+  ++g_walks;
   last_walk_ = std::chrono::steady_clock::now();
   std::unordered_set<uint64_t> wanted(inodes.begin(), inodes.end());
   std::unordered_map<uint64_t, std::vector<Holder>> found;

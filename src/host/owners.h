@@ -42,6 +42,9 @@ private:
   uint64_t walks_ = 0;
 };
 
+// Full /proc walks done by every OwnerCache of this process (for tests and self-metrics).
+uint64_t owner_walks_total();
+
 // "socket:[123]" -> 123; 0 for anything else.
 uint64_t socket_inode_of_link(std::string_view link);
 
