@@ -224,6 +224,9 @@ struct HostSampler::Impl {
   uint32_t seq = 0;
   // After sock_diag failed, fall back to /proc and only retry it this much later.
   std::chrono::steady_clock::time_point diag_retry_at{};
+  // UNIX_DIAG can be missing (a module not loaded) while inet_diag works: then only
+  // unix listeners come from /proc, and unix_diag is retried this much later.
+  std::chrono::steady_clock::time_point unix_diag_retry_at{};
   bool warned_netns = false, warned_diag = false, warned_netstat = false;
   host::OwnerCache owners;
 
@@ -254,7 +257,7 @@ void HostSampler::set_netns_pid(pid_t pid) {
   // The netns inode check in sample() reopens the socket if the netns differs;
   // warnings are worth repeating for a new target.
   impl_->warned_netns = impl_->warned_diag = impl_->warned_netstat = false;
-  impl_->diag_retry_at = {};
+  impl_->diag_retry_at = impl_->unix_diag_retry_at = {};
 }
 
 HostSample HostSampler::sample() {
@@ -279,7 +282,7 @@ HostSample HostSampler::sample() {
     m.close_diag();
     m.netns_ino = ns.st_ino;
     m.netns_dev = ns.st_dev;
-    m.diag_retry_at = {};
+    m.diag_retry_at = m.unix_diag_retry_at = {};
   }
   if (m.diag_fd < 0 && std::chrono::steady_clock::now() >= m.diag_retry_at) {
     std::string err;
@@ -297,11 +300,14 @@ HostSample HostSampler::sample() {
       s.listeners = std::move(*v4);
       s.listeners.insert(s.listeners.end(), v6->begin(), v6->end());
       tcp_done = true;
-      if (auto ux = host::diag_unix_listeners(m.diag_fd, &m.seq, &err)) {
-        s.listeners.insert(s.listeners.end(), ux->begin(), ux->end());
-        unix_done = true;
-      } else {
-        m.diag_failed(err); // TCP came from sock_diag; unix from /proc below
+      if (std::chrono::steady_clock::now() >= m.unix_diag_retry_at) {
+        if (auto ux = host::diag_unix_listeners(m.diag_fd, &m.seq, &err)) {
+          s.listeners.insert(s.listeners.end(), ux->begin(), ux->end());
+          unix_done = true;
+        } else {
+          spdlog::debug("host sampler: unix_diag failed ({}); unix listeners from /proc", err);
+          m.unix_diag_retry_at = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        }
       }
     } else {
       m.diag_failed(err);
