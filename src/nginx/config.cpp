@@ -171,7 +171,8 @@ struct Builder {
   std::map<std::string, std::string, std::less<>> files; // path -> content
   std::vector<std::string> ctx{"main"};
   Upstream *cur_upstream = nullptr;
-  int include_depth = 0;
+  std::vector<std::string> include_stack; // files being parsed, outermost first
+  int include_budget = 1024;               // total expansions: globs of globs stay linear
   bool main_error_log = false;
   bool http_seen = false, http_access_log = false;
 
@@ -186,6 +187,12 @@ struct Builder {
   }
 
   void parse_file(const std::string &name, std::string_view text) {
+    include_stack.push_back(name);
+    parse_tokens(name, text);
+    include_stack.pop_back();
+  }
+
+  void parse_tokens(const std::string &name, std::string_view text) {
     Tokenizer tok(text);
     Directive d;
     int kind;
@@ -264,18 +271,21 @@ struct Builder {
     // nginx resolves relative includes against the conf prefix (directory of the main file).
     std::string full = pattern.empty() || pattern[0] == '/' ? pattern : opts.conf_prefix + pattern;
     bool glob = full.find_first_of("*?[") != std::string::npos;
-    if (include_depth > 32) {
-      warn(where, "include nesting too deep: " + pattern);
-      return;
-    }
     bool found = false;
     for (const auto &[path, content] : files) {
-      if (glob ? fnmatch(full.c_str(), path.c_str(), FNM_PATHNAME) == 0 : path == full) {
-        found = true;
-        ++include_depth;
-        parse_file(path, content);
-        --include_depth;
+      if (glob ? fnmatch(full.c_str(), path.c_str(), FNM_PATHNAME) != 0 : path != full)
+        continue;
+      found = true;
+      if (std::find(include_stack.begin(), include_stack.end(), path) != include_stack.end()) {
+        warn(where, "recursive include of " + path + " skipped");
+        continue;
       }
+      if (include_stack.size() > 32 || --include_budget < 0) {
+        if (include_budget == -1 || include_stack.size() > 32)
+          warn(where, "too many or too deep includes, stopped at " + path);
+        return;
+      }
+      parse_file(path, content);
     }
     if (!found && !glob)
       warn(where, "included file not in the dump: " + full);
@@ -518,7 +528,7 @@ Config parse_config(std::string_view dump, const ConfigParseOptions &opts) {
   ConfigParseOptions local = opts;
   if (local.conf_prefix.empty())
     local.conf_prefix = dirname_of(first_file);
-  Builder b{cfg, local, std::move(files), {"main"}, nullptr, 0, false, false, false};
+  Builder b{cfg, local, std::move(files), {"main"}, nullptr, {}, 1024, false, false, false};
 
   b.parse_file(first_file, b.files[first_file]);
 

@@ -196,3 +196,14 @@ TEST(ConfigPaths, Resolve) {
 }
 
 } // namespace
+
+namespace {
+// Found by config_fuzzer: a file that globs itself made the expansion exponential.
+TEST(ConfigTokenizer, RecursiveIncludesStayLinear) {
+  std::string dump = "# configuration file /c/nginx.conf:\ninclude *.conf; include *.conf;\n"
+                     "# configuration file /c/a.conf:\ninclude *.conf; include *.conf;\n"
+                     "# configuration file /c/b.conf:\ninclude *.conf; include *.conf;\n";
+  Config c = parse_config(dump);
+  EXPECT_FALSE(c.warnings.empty());
+}
+} // namespace

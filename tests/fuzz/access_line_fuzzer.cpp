@@ -1,0 +1,38 @@
+// libFuzzer target: one access.log line against a few formats (combined, upstream timings with
+// adjacent variables, escape=json, escape=none). The first input byte picks the format, so the
+// fuzzer can also mutate the format string itself (byte 4+: "format\nline").
+#include "why502/nginx.h"
+
+#include <cstddef>
+#include <cstdint>
+
+using namespace why502::nginx;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
+  if (size < 1)
+    return 0;
+  static const AccessLogParser kParsers[] = {
+      AccessLogParser::combined(),
+      *AccessLogParser::compile("$remote_addr [$time_local] \"$request\" $status rt=$request_time "
+                                "pid=$pid msec=$msec ua=\"$upstream_addr\" us=\"$upstream_status\" "
+                                "uct=\"$upstream_connect_time\" urt=\"$upstream_response_time\"$a$b"),
+      *AccessLogParser::compile(R"({"time":"$time_iso8601","msec":"$msec","request":"$request",)"
+                                R"("status":"$status","upstream_addr":"$upstream_addr"})",
+                                Escape::json),
+      *AccessLogParser::compile("\"$request\" $status \"$http_user_agent\" ${host}x", Escape::none),
+  };
+  std::string_view s(reinterpret_cast<const char *>(data) + 1, size - 1);
+  unsigned pick = data[0] % 5;
+  ParseStats st;
+  if (pick < 4) {
+    kParsers[pick].parse(s, st);
+  } else {
+    auto nl = s.find('\n');
+    if (nl == std::string_view::npos)
+      return 0;
+    auto p = AccessLogParser::compile(s.substr(0, nl), static_cast<Escape>(data[0] % 3));
+    if (p.ok())
+      p->parse(s.substr(nl + 1), st);
+  }
+  return 0;
+}
