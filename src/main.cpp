@@ -27,6 +27,31 @@ int main(int argc, char **argv) {
   auto *doctor_cmd = app.add_subcommand("doctor", "check what this host supports, in plain words");
   doctor_cmd->add_flag("--json", doctor.json, "print the checks as one JSON object");
 
+  cli::WatchCommandOptions watch;
+  auto *watch_cmd = app.add_subcommand("watch", "report the root cause of each failed upstream request (default)");
+  auto add_watch_options = [&](CLI::App *cmd) {
+    cmd->add_flag("--json", watch.json, "one JSON object per line (type verdict, start, summary, stats)");
+    cmd->add_option("-o,--output", watch.output, "append to FILE instead of stdout");
+    cmd->add_option("--duration", watch.duration_s, "stop after SECONDS")->check(CLI::PositiveNumber);
+    cmd->add_option("--nginx-pid", watch.nginx_pid, "the nginx master (or a worker) to watch")
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("--error-log", watch.error_logs, "follow this error log instead of the configured ones");
+    cmd->add_option("--access-log", watch.access_logs, "follow this access log instead of the configured ones");
+    cmd->add_option("--capture", watch.capture, "also append the raw kernel records and host samples to FILE");
+  };
+  add_watch_options(watch_cmd);
+  add_watch_options(&app); // `why502` alone is `why502 watch`
+
+  cli::AnalyzeOptions analyze;
+  auto *analyze_cmd = app.add_subcommand("analyze", "correlate a recorded capture with nginx logs, offline");
+  analyze_cmd->add_option("capture", analyze.capture, "a `why502 events --json` or `watch --capture` file")
+      ->required();
+  analyze_cmd->add_option("--error-log", analyze.error_logs, "nginx error log of the same period")->required();
+  analyze_cmd->add_option("--access-log", analyze.access_logs, "nginx access log of the same period");
+  analyze_cmd->add_option("--access-format", analyze.access_format, "its log_format string (default: combined)");
+  analyze_cmd->add_flag("--json", analyze.json, "one JSON object per line");
+  analyze_cmd->add_option("-o,--output", analyze.output, "append to FILE instead of stdout");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
@@ -40,8 +65,9 @@ int main(int argc, char **argv) {
       return cli::run_events(events);
     if (*doctor_cmd)
       return cli::run_doctor(doctor);
-    fprintf(stderr, "why502: the watch command is not built yet; try `why502 events --json` or `why502 doctor`\n");
-    return 2;
+    if (*analyze_cmd)
+      return cli::run_analyze(analyze);
+    return cli::run_watch(watch);
   } catch (const Error &e) {
     fprintf(stderr, "why502: %s\n", e.what());
     return e.exit_code();

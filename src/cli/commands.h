@@ -31,6 +31,27 @@ struct DoctorOptions {
 };
 int run_doctor(const DoctorOptions &opts);
 
+struct WatchCommandOptions {
+  bool json = false;
+  std::string output;
+  std::optional<double> duration_s;
+  std::optional<int> nginx_pid;
+  std::vector<std::string> error_logs;
+  std::vector<std::string> access_logs;
+  std::string capture; // also record the raw inputs for `analyze`
+};
+int run_watch(const WatchCommandOptions &opts);
+
+struct AnalyzeOptions {
+  std::string capture;
+  std::vector<std::string> error_logs;
+  std::vector<std::string> access_logs;
+  std::string access_format; // log_format string of the access log; combined by default
+  bool json = false;
+  std::string output;
+};
+int run_analyze(const AnalyzeOptions &opts);
+
 // Set by SIGINT/SIGTERM: loops finish their work and print summaries.
 bool stop_requested();
 void install_stop_handlers();

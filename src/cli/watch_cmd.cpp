@@ -1,0 +1,53 @@
+// `why502` / `why502 watch`: live reports per failed upstream request, summary on exit.
+#include <chrono>
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/output.h"
+#include "cli/watcher.h"
+#include "sinks/report.h"
+
+namespace why502::cli {
+
+nlohmann::json stats_json(const LossCounters &l, uint64_t events); // events_cmd.cpp
+
+int run_watch(const WatchCommandOptions &opts) {
+  Output out(opts.output);
+  WatchOptions wopts;
+  wopts.nginx_pid = opts.nginx_pid;
+  wopts.error_logs = opts.error_logs;
+  wopts.access_logs = opts.access_logs;
+  wopts.capture_path = opts.capture;
+  Watcher watcher(wopts);
+  install_stop_handlers();
+  if (opts.json)
+    out.line(watcher.start_json().dump());
+  else
+    fprintf(stderr, "%s", watcher.describe().c_str());
+
+  auto emit = [&](const std::vector<Verdict> &verdicts) {
+    for (const auto &v : verdicts)
+      out.line(opts.json ? to_json(v).dump() : sinks::text_report(v));
+  };
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  while (!stop_requested()) {
+    if (opts.duration_s && std::chrono::duration<double>(clock::now() - start).count() >= *opts.duration_s)
+      break;
+    emit(watcher.step(100));
+  }
+  emit(watcher.finish());
+  auto losses = watcher.losses();
+  if (opts.json) {
+    out.line(sinks::summary_json(watcher.stats()).dump());
+    out.line(stats_json(losses, watcher.stats().kernel_failures).dump());
+  } else {
+    out.line(sinks::summary_table(watcher.stats()));
+  }
+  if (losses.total())
+    fprintf(stderr, "why502: %llu kernel records lost (ring buffer full: %llu)\n",
+            static_cast<unsigned long long>(losses.total()), static_cast<unsigned long long>(losses.ringbuf_full));
+  return 0;
+}
+
+} // namespace why502::cli

@@ -1,0 +1,315 @@
+#include "cli/watcher.h"
+
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <poll.h>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "why502/error.h"
+#include "why502/host.h"
+#include "why502/nginx.h"
+
+namespace why502::cli {
+
+using nlohmann::json;
+
+namespace {
+
+int64_t wall_now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+bool is_failure(const KernelEvent &ev) {
+  return std::holds_alternative<ConnFail>(ev.record) || std::holds_alternative<SyscallErr>(ev.record);
+}
+
+} // namespace
+
+struct Watcher::Impl {
+  WatchOptions opts;
+  std::vector<nginx::Instance> instances;
+  std::unique_ptr<Tracer> tracer;
+  std::unique_ptr<HostSampler> sampler;
+  std::unique_ptr<Correlator> correlator;
+  std::vector<std::unique_ptr<nginx::WorkerTracker>> trackers;
+
+  struct ErrorTail {
+    std::unique_ptr<nginx::LogTailer> tailer;
+  };
+  struct AccessTail {
+    std::unique_ptr<nginx::LogTailer> tailer;
+    nginx::AccessLogParser parser = nginx::AccessLogParser::combined();
+    std::string format_name;
+  };
+  std::map<std::string, ErrorTail> error_tails;
+  std::map<std::string, AccessTail> access_tails;
+  std::vector<std::string> notes; // logs we cannot follow, and why
+  nginx::ParseStats error_stats, access_stats;
+
+  FILE *capture = nullptr;
+  int64_t last_sample_ns = 0;
+  int64_t last_rescan_ns = 0;
+  std::function<void(const KernelEvent &)> kernel_cb;
+  std::function<void(const HostSample &)> sample_cb;
+  std::function<void(const nginx::AccessLogLine &, int64_t)> access_cb;
+
+  void write_capture(const json &j) {
+    if (!capture)
+      return;
+    std::string s = j.dump() + "\n";
+    if (fwrite(s.data(), 1, s.size(), capture) != s.size() || fflush(capture) != 0)
+      throw Error("cannot write the capture file " + opts.capture_path + ": " + strerror(errno));
+  }
+
+  void add_logs_from(const nginx::Instance &inst) {
+    if (!opts.error_logs.empty() || !opts.access_logs.empty())
+      return; // overrides replace discovery
+    for (const auto &e : inst.config.error_logs) {
+      if (!e.tailable) {
+        notes.push_back("error_log " + e.path + " cannot be followed: " + e.not_tailable_reason);
+        continue;
+      }
+      add_error_log(e.path);
+      if (e.level == "crit" || e.level == "alert" || e.level == "emerg")
+        notes.push_back("error_log " + e.path + " has level " + e.level +
+                        ": nginx does not write upstream errors there");
+    }
+    for (const auto &a : inst.config.access_logs) {
+      if (a.off || a.is_stream)
+        continue;
+      if (!a.tailable) {
+        notes.push_back("access_log " + a.path + " cannot be followed: " + a.not_tailable_reason);
+        continue;
+      }
+      const nginx::LogFormat *fmt = inst.config.format_for(a);
+      add_access_log(a.path, fmt);
+    }
+  }
+
+  void add_error_log(const std::string &path) {
+    if (error_tails.count(path))
+      return;
+    error_tails[path].tailer = std::make_unique<nginx::LogTailer>(path);
+  }
+
+  void add_access_log(const std::string &path, const nginx::LogFormat *fmt) {
+    if (access_tails.count(path))
+      return;
+    AccessTail t;
+    t.tailer = std::make_unique<nginx::LogTailer>(path);
+    if (fmt) {
+      t.parser = nginx::AccessLogParser::for_format(*fmt);
+      t.format_name = fmt->name;
+    } else {
+      t.format_name = "combined";
+    }
+    access_tails.emplace(path, std::move(t));
+  }
+
+  const nginx::LogFormat *format_for_path(const std::string &path) const {
+    for (const auto &inst : instances)
+      for (const auto &a : inst.config.access_logs)
+        if (a.path == path)
+          return inst.config.format_for(a);
+    return nullptr;
+  }
+
+  void sample(int64_t now) {
+    HostSample s = sampler->sample();
+    last_sample_ns = now;
+    correlator->add_host_sample(s);
+    write_capture(to_json(s));
+    if (sample_cb)
+      sample_cb(s);
+  }
+
+  void on_kernel(const KernelEvent &ev) {
+    correlator->add_kernel(ev);
+    write_capture(to_json(ev));
+    if (kernel_cb)
+      kernel_cb(ev);
+    // Queue depths matter at the moment of failure: sample now (at most every 100 ms).
+    if (is_failure(ev) && ev.wall_ns - last_sample_ns > 100000000)
+      sample(wall_now_ns());
+  }
+
+  void drain_logs() {
+    for (auto &[path, t] : error_tails)
+      t.tailer->drain([&](std::string_view line, bool) {
+        if (auto l = nginx::parse_error_line(line, error_stats))
+          correlator->add_error_line(*l, l->epoch * 1000000000LL);
+      });
+    for (auto &[path, t] : access_tails)
+      t.tailer->drain([&](std::string_view line, bool) {
+        if (auto l = t.parser.parse(line, access_stats)) {
+          int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
+          correlator->add_access_line(*l, when);
+          if (access_cb)
+            access_cb(*l, when);
+        }
+      });
+  }
+
+  void rescan(int64_t now) {
+    last_rescan_ns = now;
+    for (auto &t : trackers) {
+      auto change = t->rescan();
+      for (pid_t p : change.added)
+        tracer->watch_pid(p); // fork-following already did this in the kernel; harmless and covers races
+      if (change.reloaded) {
+        // A reload may have changed log paths: read the config again.
+        auto again = nginx::discover(t->master_pid());
+        if (again)
+          for (auto &inst : again->instances) {
+            add_logs_from(inst);
+            instances.push_back(std::move(inst));
+          }
+      }
+    }
+  }
+};
+
+Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
+  auto &m = *impl_;
+  m.opts = opts;
+  auto found = nginx::discover(opts.nginx_pid);
+  if (!found)
+    throw Error(found.error());
+  m.instances = std::move(found->instances);
+  for (const auto &w : found->warnings)
+    m.notes.push_back(w);
+
+  TracerOptions topts;
+  for (const auto &inst : m.instances)
+    topts.pids.push_back(inst.master_pid);
+  if (!opts.nginx_pid)
+    topts.comms = {"nginx"}; // an nginx started later is watched from its exec
+  m.tracer = std::make_unique<Tracer>(topts);
+
+  pid_t netns_pid = m.instances.front().workers.empty() ? m.instances.front().master_pid
+                                                         : m.instances.front().workers.front().pid;
+  m.sampler = std::make_unique<HostSampler>(netns_pid);
+
+  for (const auto &p : opts.error_logs)
+    m.add_error_log(p);
+  for (const auto &p : opts.access_logs)
+    m.add_access_log(p, m.format_for_path(p));
+  for (const auto &inst : m.instances) {
+    if (!inst.config_error.empty())
+      m.notes.push_back("nginx -T failed for master " + std::to_string(inst.master_pid) + ": " + inst.config_error);
+    m.add_logs_from(inst);
+    m.trackers.push_back(std::make_unique<nginx::WorkerTracker>(inst.master_pid));
+    m.trackers.back()->rescan();
+  }
+
+  CorrelatorOptions copts;
+  copts.error_log_available = !m.error_tails.empty();
+  copts.access_log_available = !m.access_tails.empty();
+  for (const auto &inst : m.instances)
+    for (const auto &u : inst.config.upstreams)
+      for (const auto &s : u->servers)
+        copts.upstream_groups[u->name].push_back(s.address);
+  m.correlator = std::make_unique<Correlator>(copts);
+
+  if (!opts.capture_path.empty()) {
+    m.capture = fopen(opts.capture_path.c_str(), "a");
+    if (!m.capture)
+      throw Error("cannot open the capture file " + opts.capture_path + ": " + strerror(errno));
+  }
+  m.sample(wall_now_ns());
+}
+
+Watcher::~Watcher() {
+  if (impl_->capture)
+    fclose(impl_->capture);
+}
+
+std::vector<Verdict> Watcher::step(int timeout_ms) {
+  auto &m = *impl_;
+  std::vector<pollfd> fds;
+  fds.push_back({m.tracer->fd(), POLLIN, 0});
+  for (auto &[p, t] : m.error_tails)
+    fds.push_back({t.tailer->fd(), POLLIN, 0});
+  for (auto &[p, t] : m.access_tails)
+    fds.push_back({t.tailer->fd(), POLLIN, 0});
+  poll(fds.data(), fds.size(), timeout_ms); // EINTR is fine: the caller checks its stop flag
+
+  m.tracer->poll(0, [&](const KernelEvent &ev) { m.on_kernel(ev); });
+  m.drain_logs();
+  int64_t now = wall_now_ns();
+  if (now - m.last_sample_ns >= int64_t(m.opts.sample_interval_s * 1e9))
+    m.sample(now);
+  if (now - m.last_rescan_ns >= 1000000000)
+    m.rescan(now);
+  return m.correlator->advance(now);
+}
+
+std::vector<Verdict> Watcher::finish() {
+  auto &m = *impl_;
+  m.tracer->poll(0, [&](const KernelEvent &ev) { m.on_kernel(ev); });
+  m.drain_logs();
+  return m.correlator->finish();
+}
+
+void Watcher::on_kernel(std::function<void(const KernelEvent &)> cb) { impl_->kernel_cb = std::move(cb); }
+void Watcher::on_sample(std::function<void(const HostSample &)> cb) { impl_->sample_cb = std::move(cb); }
+void Watcher::on_access_line(std::function<void(const nginx::AccessLogLine &, int64_t)> cb) {
+  impl_->access_cb = std::move(cb);
+}
+
+const CorrelatorStats &Watcher::stats() const { return impl_->correlator->stats(); }
+LossCounters Watcher::losses() const { return impl_->tracer->losses(); }
+
+std::vector<uint32_t> Watcher::nginx_pids() const { return impl_->tracer->watched_pids(); }
+
+json Watcher::start_json() const {
+  const auto &m = *impl_;
+  json masters = json::array();
+  for (const auto &inst : m.instances) {
+    json workers = json::array();
+    for (const auto &w : inst.workers)
+      workers.push_back(w.pid);
+    masters.push_back({{"master_pid", inst.master_pid}, {"workers", workers}, {"config", inst.config_path}});
+  }
+  json errors = json::array(), accesses = json::array();
+  for (const auto &[p, t] : m.error_tails)
+    errors.push_back(p);
+  for (const auto &[p, t] : m.access_tails)
+    accesses.push_back({{"path", p}, {"format", t.format_name}});
+  return {{"type", "start"},
+          {"time", format_wall_time(wall_now_ns())},
+          {"nginx", masters},
+          {"error_logs", errors},
+          {"access_logs", accesses},
+          {"degraded_causes", m.tracer->degraded_causes()},
+          {"notes", m.notes}};
+}
+
+std::string Watcher::describe() const {
+  const auto &m = *impl_;
+  std::string out;
+  for (const auto &inst : m.instances) {
+    out += "watching nginx master " + std::to_string(inst.master_pid) + " (" + std::to_string(inst.workers.size()) +
+           " workers)";
+    if (!inst.config_path.empty())
+      out += ", config " + inst.config_path;
+    out += "\n";
+  }
+  for (const auto &[p, t] : m.error_tails)
+    out += "  error log  " + p + "\n";
+  for (const auto &[p, t] : m.access_tails)
+    out += "  access log " + p + " (format " + t.format_name + ")\n";
+  for (const auto &c : m.tracer->degraded_causes())
+    out += "  degraded: " + c + "\n";
+  for (const auto &n : m.notes)
+    out += "  note: " + n + "\n";
+  return out;
+}
+
+} // namespace why502::cli

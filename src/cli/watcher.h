@@ -1,0 +1,56 @@
+// The live pipeline shared by `watch`, `record` and `demo`: discover nginx,
+// attach the BPF programs to its processes, tail its logs, sample the host,
+// and feed everything to the correlator.
+#pragma once
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "why502/correlate.h"
+#include "why502/tracer.h"
+
+namespace why502::cli {
+
+struct WatchOptions {
+  std::optional<pid_t> nginx_pid;
+  std::vector<std::string> error_logs;  // override discovery
+  std::vector<std::string> access_logs; // override discovery
+  std::string capture_path;             // also write the raw inputs (kernel records, host samples) here
+  double sample_interval_s = 0.5;
+};
+
+class Watcher {
+public:
+  // Finds nginx and attaches. Throws Error with one line (nginx not running, not root, ...).
+  explicit Watcher(const WatchOptions &opts);
+  ~Watcher();
+
+  // Waits up to timeout_ms for input, feeds it on, returns the verdicts that settled.
+  std::vector<Verdict> step(int timeout_ms);
+  // Everything still pending.
+  std::vector<Verdict> finish();
+
+  // Called with every kernel record and host sample as it arrives (Perfetto export).
+  void on_kernel(std::function<void(const KernelEvent &)> cb);
+  void on_sample(std::function<void(const HostSample &)> cb);
+  void on_access_line(std::function<void(const nginx::AccessLogLine &, int64_t)> cb);
+
+  const CorrelatorStats &stats() const;
+  LossCounters losses() const;
+  nlohmann::json start_json() const; // {"type":"start", ...}
+  std::string describe() const;      // the same, for people
+  std::vector<uint32_t> nginx_pids() const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace why502::cli

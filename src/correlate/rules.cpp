@@ -1,0 +1,581 @@
+// Cause rules. Precedence (DESIGN.md): a death of the upstream process that
+// why502 saw, while it held our connection or owned the upstream's port/path
+// (with nothing listening since), wins over the symptom; then the most
+// specific kernel fact; then what nginx's own errno proves; else unknown.
+#include "correlate/rules.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+
+namespace why502 {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int64_t kSecond = 1000000000;
+constexpr size_t kMaxDeaths = 20000;
+constexpr size_t kMaxDrops = 20000;
+constexpr size_t kMaxSamples = 2400; // 20 minutes at two samples a second
+constexpr size_t kMaxVerdicts = 2000;
+
+template <typename T> void cap(std::deque<T> &d, size_t n) {
+  while (d.size() > n)
+    d.pop_front();
+}
+
+std::string seconds(int64_t ns) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.1f s", std::fabs(double(ns)) / 1e9);
+  return buf;
+}
+
+std::string human_kb(uint64_t kb) {
+  char buf[32];
+  if (kb >= 1024 * 1024)
+    snprintf(buf, sizeof(buf), "%.1f GiB", double(kb) / (1024 * 1024));
+  else if (kb >= 1024)
+    snprintf(buf, sizeof(buf), "%.0f MiB", double(kb) / 1024);
+  else
+    snprintf(buf, sizeof(buf), "%llu KiB", static_cast<unsigned long long>(kb));
+  return buf;
+}
+
+json sample_item(const Listener &l, int64_t wall_ns) {
+  return {{"event", "listen_queue"},
+          {"time", format_wall_time(wall_ns)},
+          {"listener", l.address},
+          {"depth", l.depth},
+          {"max", l.max}};
+}
+
+std::string who(uint32_t pid, const std::string &comm) { return comm + " pid " + std::to_string(pid); }
+
+} // namespace
+
+json evidence_json(const KernelEvent &ev) {
+  json j = to_json(ev);
+  j.erase("type");
+  return j;
+}
+
+// ---------------------------------------------------------------- Facts
+
+void Facts::add_kernel(const KernelEvent &ev) {
+  if (std::holds_alternative<OomVictim>(ev.record) || std::holds_alternative<FatalSignal>(ev.record) ||
+      std::holds_alternative<ProcessExit>(ev.record)) {
+    deaths_.push_back(ev);
+    cap(deaths_, kMaxDeaths);
+  } else if (std::holds_alternative<PacketDrop>(ev.record) || std::holds_alternative<ResetSent>(ev.record) ||
+             std::holds_alternative<ConnFail>(ev.record)) {
+    drops_.push_back(ev);
+    cap(drops_, kMaxDrops);
+  }
+}
+
+void Facts::add_sample(const HostSample &s) {
+  for (const auto &l : s.listeners) {
+    std::map<uint32_t, std::string> owners;
+    for (const auto &o : l.owners)
+      owners[o.pid] = o.comm;
+    // Extend the open span for this listener when its owners did not change.
+    Ownership *open = nullptr;
+    for (auto &o : ownership_)
+      if (o.address == l.address && o.last_ns >= (samples_.empty() ? 0 : samples_.back().wall_ns))
+        open = &o;
+    if (open && open->owners == owners) {
+      open->last_ns = s.wall_ns;
+    } else {
+      ownership_.push_back({l.address, owners, s.wall_ns, s.wall_ns});
+    }
+  }
+  samples_.push_back(s);
+  cap(samples_, kMaxSamples);
+}
+
+void Facts::remember_verdict(const Verdict &v) {
+  verdicts_.push_back({v.id, v.wall_ns, v.upstream, v.nginx_pid});
+  cap(verdicts_, kMaxVerdicts);
+}
+
+void Facts::expire(int64_t before_ns) {
+  auto old = [&](const KernelEvent &e) { return e.wall_ns < before_ns; };
+  while (!deaths_.empty() && old(deaths_.front()))
+    deaths_.pop_front();
+  while (!drops_.empty() && old(drops_.front()))
+    drops_.pop_front();
+  while (!samples_.empty() && samples_.front().wall_ns < before_ns)
+    samples_.pop_front();
+  std::erase_if(ownership_, [&](const Ownership &o) { return o.last_ns < before_ns; });
+}
+
+std::map<uint32_t, std::string> Facts::owners_of(const std::string &upstream, int64_t until_ns) const {
+  std::map<uint32_t, std::string> out;
+  for (const auto &o : ownership_)
+    if (o.first_ns <= until_ns && listener_serves(o.address, upstream))
+      out.insert(o.owners.begin(), o.owners.end());
+  return out;
+}
+
+bool Facts::listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const {
+  for (const auto &s : samples_)
+    if (s.wall_ns > from_ns && s.wall_ns <= to_ns)
+      for (const auto &l : s.listeners)
+        if (listener_serves(l.address, upstream))
+          return true;
+  return false;
+}
+
+bool Facts::sampled(int64_t from_ns, int64_t to_ns) const {
+  for (const auto &s : samples_)
+    if (s.wall_ns > from_ns && s.wall_ns <= to_ns)
+      return true;
+  return false;
+}
+
+Facts::Overflow Facts::overflow_between(const std::string &upstream, int64_t from_ns, int64_t to_ns) const {
+  Overflow out;
+  const HostSample *before = nullptr, *after = nullptr;
+  for (const auto &s : samples_) {
+    if (s.wall_ns <= from_ns)
+      before = &s;
+    if (s.wall_ns >= to_ns && !after)
+      after = &s;
+    if (s.wall_ns < from_ns || s.wall_ns > to_ns)
+      continue;
+    for (const auto &l : s.listeners)
+      if (listener_serves(l.address, upstream) && l.max > 0 && l.depth >= l.max) {
+        if (!out.queue_full)
+          out.evidence.push_back(sample_item(l, s.wall_ns));
+        out.queue_full = true;
+      }
+  }
+  if (!after && !samples_.empty() && samples_.back().wall_ns > from_ns)
+    after = &samples_.back();
+  // No sample before the window (why502 just started): the first one in it is the baseline.
+  if (!before)
+    for (const auto &s : samples_)
+      if (s.wall_ns >= from_ns) {
+        before = &s;
+        break;
+      }
+  if (before && after && after->listen_overflows > before->listen_overflows) {
+    out.overflows_delta = after->listen_overflows - before->listen_overflows;
+    out.evidence.push_back({{"event", "listen_overflows"},
+                            {"time", format_wall_time(after->wall_ns)},
+                            {"delta", out.overflows_delta},
+                            {"since", format_wall_time(before->wall_ns)}});
+  }
+  return out;
+}
+
+std::optional<Listener> Facts::listener_at(const std::string &upstream, int64_t at_ns) const {
+  std::optional<Listener> best;
+  int64_t best_dt = INT64_MAX;
+  for (const auto &s : samples_)
+    for (const auto &l : s.listeners)
+      if (listener_serves(l.address, upstream) && std::llabs(s.wall_ns - at_ns) < best_dt) {
+        best = l;
+        best_dt = std::llabs(s.wall_ns - at_ns);
+      }
+  return best;
+}
+
+std::optional<Facts::Death> Facts::death_of(const std::map<uint32_t, std::string> &pids, int64_t from_ns,
+                                            int64_t to_ns) const {
+  std::optional<Death> best;
+  int best_rank = 0;
+  auto exit_after = [&](uint32_t pid, int64_t t) -> const KernelEvent * {
+    for (const auto &e : deaths_)
+      if (const auto *x = std::get_if<ProcessExit>(&e.record); x && x->pid == pid && e.wall_ns >= t)
+        return &e;
+    return nullptr;
+  };
+  for (const auto &e : deaths_) {
+    if (e.wall_ns < from_ns || e.wall_ns > to_ns)
+      continue;
+    int rank = 0;
+    uint32_t pid = 0;
+    std::string comm;
+    const KernelEvent *exit = nullptr;
+    if (const auto *o = std::get_if<OomVictim>(&e.record)) {
+      pid = o->pid, comm = o->comm, rank = 3;
+    } else if (const auto *s = std::get_if<FatalSignal>(&e.record)) {
+      // A handled SIGTERM is not a death: count it only when the process then exited.
+      if (s->result != 0 || !(exit = exit_after(s->target_pid, e.wall_ns)))
+        continue;
+      pid = s->target_pid, comm = s->target_comm, rank = 2;
+    } else if (const auto *x = std::get_if<ProcessExit>(&e.record)) {
+      pid = x->pid, comm = x->comm, rank = 1, exit = &e;
+    }
+    if (!pids.count(pid))
+      continue;
+    if (rank == 3)
+      exit = exit_after(pid, e.wall_ns);
+    // Higher rank wins; among equals the latest (closest to the failure).
+    if (rank > best_rank || (rank == best_rank && best && e.wall_ns >= best->cause->wall_ns)) {
+      best = Death{&e, exit, pid, comm};
+      best_rank = rank;
+    }
+  }
+  return best;
+}
+
+std::vector<const KernelEvent *> Facts::netfilter_drops(const ConnFail &c, int64_t from_ns, int64_t to_ns) const {
+  std::vector<const KernelEvent *> out;
+  for (const auto &e : drops_) {
+    const auto *d = std::get_if<PacketDrop>(&e.record);
+    if (!d || d->reason != DropReason::NetfilterDrop || e.wall_ns < from_ns || e.wall_ns > to_ns)
+      continue;
+    bool ours = (d->src == c.local && d->dst == c.remote) || (d->src == c.remote && d->dst == c.local);
+    if (ours)
+      out.push_back(&e);
+  }
+  return out;
+}
+
+std::vector<uint64_t> Facts::related_verdicts(const Verdict &v, const CorrelatorOptions &opts) const {
+  std::vector<uint64_t> out;
+  auto group = opts.upstream_groups.find(v.upstream);
+  for (const auto &p : verdicts_) {
+    if (p.wall_ns > v.wall_ns || p.wall_ns < v.wall_ns - 60 * kSecond)
+      continue;
+    bool member = group != opts.upstream_groups.end()
+                      ? std::find(group->second.begin(), group->second.end(), p.upstream) != group->second.end()
+                      : p.nginx_pid == v.nginx_pid; // peer state is per worker without a shared zone
+    if (member && p.upstream != v.upstream)
+      out.push_back(p.id);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- rules
+
+namespace {
+
+struct Context {
+  const RuleInput &in;
+  const Facts &facts;
+  Verdict &v;
+  int64_t fail_ns;
+};
+
+bool is_unix(const std::string &upstream) { return upstream.rfind("unix:", 0) == 0; }
+
+// Death of whoever served the upstream. `refused`: the connection never reached
+// a process (so any earlier death counts, if nothing listened since);
+// otherwise it must fall within the connection's life.
+bool death_rule(Context &c, bool refused, int64_t conn_start_ns) {
+  const std::string &up = c.v.upstream;
+  if (up.empty())
+    return false;
+  auto owners = c.facts.owners_of(up, c.fail_ns);
+  if (owners.empty())
+    return false;
+  int64_t from = refused ? 0 : conn_start_ns - kSecond;
+  auto death = c.facts.death_of(owners, from, c.fail_ns + kSecond / 2);
+  if (!death)
+    return false;
+  if (refused && c.facts.listener_seen(up, death->cause->wall_ns, c.fail_ns))
+    return false; // something listened again after the death: the death is not why it was refused
+  int64_t dt = c.fail_ns - death->cause->wall_ns;
+  std::string when = dt >= 0 ? seconds(dt) + " before the failure" : seconds(dt) + " after nginx saw the failure";
+  std::string owner = who(death->pid, death->comm) + ", which owned " + up + ",";
+  c.v.upstream_process = ProcessRef{death->pid, death->comm};
+  c.v.evidence.push_back(evidence_json(*death->cause));
+  if (death->exit && death->exit != death->cause)
+    c.v.evidence.push_back(evidence_json(*death->exit));
+  if (const auto *o = std::get_if<OomVictim>(&death->cause->record)) {
+    c.v.cause = cause::kOomKilled;
+    c.v.summary = owner + " was OOM-killed " + when + " (rss " + human_kb(o->anon_rss_kb + o->file_rss_kb + o->shmem_rss_kb) + ")";
+  } else if (const auto *s = std::get_if<FatalSignal>(&death->cause->record)) {
+    c.v.cause = cause::kKilledBySignal;
+    if (s->sender_pid == s->target_pid)
+      c.v.summary = owner + " died of " + signal_name(s->sig) + " (raised by its own fault) " + when;
+    else
+      c.v.summary = owner + " was killed by " + signal_name(s->sig) + " from " + who(s->sender_pid, s->sender_comm) +
+                    " " + when;
+  } else {
+    const auto &x = std::get<ProcessExit>(death->cause->record);
+    if (x.signal) {
+      c.v.cause = cause::kKilledBySignal;
+      c.v.summary = owner + " was killed by " + signal_name(x.signal) + " (sender not seen) " + when;
+    } else {
+      c.v.cause = cause::kExited;
+      c.v.summary = owner + " exited with code " + std::to_string(x.exit_code) + " " + when;
+    }
+  }
+  if (refused)
+    c.v.summary += "; nothing has listened on " + up + " since";
+  return true;
+}
+
+void name_listener_owner(Context &c) {
+  if (c.v.upstream_process)
+    return;
+  if (auto l = c.facts.listener_at(c.v.upstream, c.fail_ns); l && !l->owners.empty())
+    c.v.upstream_process = l->owners.front();
+}
+
+bool overflow_rule(Context &c, int64_t from_ns, const std::string &symptom) {
+  auto o = c.facts.overflow_between(c.v.upstream, from_ns - kSecond, c.fail_ns + kSecond);
+  if (!o.queue_full && o.overflows_delta == 0)
+    return false;
+  c.v.cause = cause::kAcceptQueueOverflow;
+  std::string detail;
+  if (o.queue_full) {
+    const auto &q = o.evidence.front();
+    detail = "its accept queue was full (" + std::to_string(q["depth"].get<uint32_t>()) + "/" +
+             std::to_string(q["max"].get<uint32_t>()) + ")";
+  }
+  if (o.overflows_delta) {
+    if (!detail.empty())
+      detail += " and ";
+    detail += "ListenOverflows rose by " + std::to_string(o.overflows_delta);
+  }
+  c.v.summary = "the listener on " + c.v.upstream + " did not take the connection: " + detail + "; " + symptom;
+  for (auto &e : o.evidence)
+    c.v.evidence.push_back(e);
+  name_listener_owner(c);
+  return true;
+}
+
+void syscall_rules(Context &c, const SyscallErr &s) {
+  const std::string &up = c.v.upstream;
+  std::string call = std::string(syscall_name(s.syscall)) + "() failed with " + errno_name(s.err);
+  switch (s.err) {
+  case EAGAIN:
+    if (is_unix(up)) {
+      c.v.cause = cause::kUnixBacklogFull;
+      c.v.summary = "the backlog of " + up + " was full: " + call + " (every worker busy, listen queue at its limit)";
+      if (auto l = c.facts.listener_at(up, c.fail_ns)) {
+        c.v.evidence.push_back(sample_item(*l, c.fail_ns));
+        if (!l->owners.empty())
+          c.v.upstream_process = l->owners.front();
+      }
+      return;
+    }
+    break;
+  case EADDRNOTAVAIL:
+    c.v.cause = cause::kEphemeralPorts;
+    c.v.summary = "no local port was free to connect to " + up + ": " + call +
+                  " (ip_local_port_range exhausted; consider upstream keepalive)";
+    return;
+  case EMFILE:
+  case ENFILE:
+    c.v.cause = cause::kFdLimit;
+    c.v.summary = std::string("nginx worker ran out of file descriptors: ") + call +
+                  (s.err == EMFILE ? " (worker_rlimit_nofile / RLIMIT_NOFILE)" : " (system-wide fs.file-max)");
+    return;
+  case EPERM:
+  case EACCES:
+    c.v.cause = cause::kConnectDenied;
+    c.v.summary = "the kernel refused nginx's connect to " + up + ": " + call +
+                  " (a local firewall rule, SELinux/LSM or cgroup policy)";
+    return;
+  case ENETUNREACH:
+  case EHOSTUNREACH:
+    c.v.cause = cause::kHostUnreachable;
+    c.v.summary = "no route to " + up + ": " + call;
+    return;
+  case ECONNREFUSED:
+  case ENOENT:
+    if (death_rule(c, true, 0))
+      return;
+    c.v.cause = cause::kNoListener;
+    c.v.summary = s.err == ENOENT ? "the socket " + up + " does not exist: " + call
+                                  : "nothing listens on " + up + ": " + call;
+    return;
+  }
+  c.v.cause = cause::kUnknown;
+  c.v.summary = call + " while connecting to " + (up.empty() ? "the upstream" : up);
+}
+
+void conn_rules(Context &c, const ConnFail &k, int64_t boot_to_wall) {
+  int64_t start_ns = k.ts_syn_sent ? int64_t(k.ts_syn_sent) + boot_to_wall : c.fail_ns;
+  switch (k.failure) {
+  case ConnFailure::RstInSynSent:
+    if (death_rule(c, true, start_ns))
+      return;
+    c.v.cause = cause::kNoListener;
+    c.v.summary = "nothing listens on " + c.v.upstream + ": the kernel answered nginx's SYN with RST";
+    return;
+  case ConnFailure::IcmpError:
+    if (k.sk_err == EHOSTUNREACH || k.sk_err == ENETUNREACH || k.sk_err == EHOSTDOWN || k.sk_err == ENETDOWN) {
+      c.v.cause = cause::kHostUnreachable;
+      c.v.summary = "an ICMP error (" + errno_name(k.sk_err) + ") answered nginx's SYN to " + c.v.upstream;
+    } else {
+      c.v.cause = cause::kConnectDenied;
+      c.v.summary = "an ICMP error (" + errno_name(k.sk_err) + ") answered nginx's SYN to " + c.v.upstream +
+                    ": a firewall REJECT rule";
+    }
+    return;
+  case ConnFailure::SynTimeout:
+  case ConnFailure::SynRetransmit: {
+    auto drops = c.facts.netfilter_drops(k, start_ns - kSecond / 10, c.fail_ns + kSecond / 10);
+    if (!drops.empty()) {
+      c.v.cause = cause::kFirewallDrop;
+      c.v.summary = "netfilter dropped nginx's SYN to " + c.v.upstream + " (" + std::to_string(drops.size()) +
+                    " drop(s), " + std::to_string(k.syn_retrans) + " retransmit(s))";
+      for (auto *d : drops)
+        c.v.evidence.push_back(evidence_json(*d));
+      return;
+    }
+    std::string symptom = "nginx's SYN was retransmitted " + std::to_string(k.syn_retrans) + " time(s)";
+    if (overflow_rule(c, start_ns, symptom))
+      return;
+    c.v.cause = cause::kConnectTimeout;
+    c.v.summary = "no answer to nginx's SYN to " + c.v.upstream + " (" + std::to_string(k.syn_retrans) +
+                  " retransmit(s), no drop seen on this host)";
+    return;
+  }
+  case ConnFailure::RstEstablished:
+    if (death_rule(c, false, start_ns))
+      return;
+    // tcp_abort_on_overflow: the listener resets a handshake its full queue cannot take.
+    if (k.bytes_received == 0 && overflow_rule(c, start_ns, "the connection was reset before any response"))
+      return;
+    c.v.cause = cause::kConnectionReset;
+    c.v.summary = "the upstream " + c.v.upstream + " reset the connection (" + k.last_state + ", " +
+                  std::to_string(k.bytes_received) + " bytes received)";
+    name_listener_owner(c);
+    return;
+  case ConnFailure::FinBeforeData:
+    if (death_rule(c, false, start_ns))
+      return;
+    c.v.cause = cause::kClosedEarly;
+    c.v.summary = "the upstream " + c.v.upstream + " closed the connection before sending a byte";
+    name_listener_owner(c);
+    return;
+  }
+}
+
+// No kernel record of the attempt: what nginx's own message and errno prove.
+void log_only_rules(Context &c, const nginx::ErrorLogLine &line) {
+  using F = nginx::UpstreamFailure;
+  const std::string &up = c.v.upstream;
+  switch (line.failure) {
+  case F::too_big_header:
+  case F::invalid_header:
+  case F::upstream_sent_invalid:
+    c.v.cause = cause::kNoKernelFault;
+    c.v.summary = "the connection to " + up + " was healthy; nginx rejected the response: " + line.text;
+    name_listener_owner(c);
+    return;
+  case F::timed_out_reading:
+  case F::timed_out_sending:
+    if (death_rule(c, false, c.fail_ns - 600 * kSecond))
+      return;
+    c.v.cause = cause::kNoKernelFault;
+    c.v.summary = "the upstream " + up + " accepted the connection but was silent until nginx's timeout";
+    name_listener_owner(c);
+    return;
+  case F::prematurely_closed:
+  case F::recv_failed:
+  case F::readv_failed:
+  case F::send_failed:
+    if (death_rule(c, false, c.fail_ns - 60 * kSecond))
+      return;
+    if (line.failure == F::prematurely_closed) {
+      c.v.cause = cause::kClosedEarly;
+      c.v.summary = "the upstream " + up + " closed the connection before a full response";
+      name_listener_owner(c);
+      return;
+    }
+    break;
+  case F::timed_out_connecting:
+    c.v.cause = cause::kConnectTimeout;
+    c.v.summary = "nginx timed out connecting to " + up + " (no kernel record of the attempt)";
+    if (overflow_rule(c, c.fail_ns - 60 * kSecond, "nginx timed out connecting"))
+      return;
+    return;
+  case F::socket_failed:
+    if (line.err == EMFILE || line.err == ENFILE) {
+      c.v.cause = cause::kFdLimit;
+      c.v.summary = "nginx worker ran out of file descriptors: " + line.syscall + "() failed (" +
+                    std::to_string(*line.err) + ": " + line.err_text + ")";
+      return;
+    }
+    break;
+  case F::connect_failed:
+    if (line.err == ECONNREFUSED || line.err == ENOENT) {
+      if (death_rule(c, true, 0))
+        return;
+      // Only host samples can prove absence without a kernel record.
+      if (c.facts.sampled(c.fail_ns - 2 * kSecond, c.fail_ns + kSecond) &&
+          !c.facts.listener_seen(up, c.fail_ns - 2 * kSecond, c.fail_ns + kSecond)) {
+        c.v.cause = cause::kNoListener;
+        c.v.summary = "nothing listens on " + up + " (no listener in host samples around the failure)";
+        return;
+      }
+    } else if (line.err == EAGAIN && is_unix(up)) {
+      c.v.cause = cause::kUnixBacklogFull;
+      c.v.summary = "the backlog of " + up + " was full (connect() returned EAGAIN)";
+      name_listener_owner(c);
+      return;
+    } else if (line.err == EADDRNOTAVAIL) {
+      c.v.cause = cause::kEphemeralPorts;
+      c.v.summary = "no local port was free to connect to " + up + " (99: Cannot assign requested address)";
+      return;
+    } else if (line.err == EPERM || line.err == EACCES) {
+      c.v.cause = cause::kConnectDenied;
+      c.v.summary = "the kernel refused nginx's connect to " + up + " (" + line.err_text + ")";
+      return;
+    } else if (line.err == EHOSTUNREACH || line.err == ENETUNREACH) {
+      c.v.cause = cause::kHostUnreachable;
+      c.v.summary = "no route to " + up + " (" + line.err_text + ")";
+      return;
+    }
+    break;
+  default:
+    break;
+  }
+  c.v.cause = cause::kUnknown;
+  c.v.summary = "nginx reported \"" + line.text + "\" for " + (up.empty() ? "the upstream" : up) +
+                " and the kernel recorded nothing about the attempt";
+}
+
+} // namespace
+
+Verdict decide(const RuleInput &in, const Facts &facts, const CorrelatorOptions &) {
+  Verdict v;
+  v.wall_ns = in.kernel ? in.kernel_fail_ns : in.line_ns;
+  if (in.line)
+    v.upstream = in.line->upstream_address;
+  if (v.upstream.empty() && in.kernel) {
+    if (const auto *k = std::get_if<ConnFail>(&in.kernel->record))
+      v.upstream = k->remote.str();
+    else if (const auto *s = std::get_if<SyscallErr>(&in.kernel->record))
+      v.upstream = s->target;
+  }
+  if (in.kernel)
+    v.evidence.push_back(evidence_json(*in.kernel));
+  Context c{in, facts, v, v.wall_ns};
+
+  if (in.line && in.line->failure == nginx::UpstreamFailure::no_live_upstreams) {
+    v.cause = cause::kNoLiveUpstreams;
+    v.summary = "every server of upstream \"" + v.upstream + "\" was marked down by earlier failures";
+    return v;
+  }
+  if (in.kernel) {
+    if (const auto *s = std::get_if<SyscallErr>(&in.kernel->record)) {
+      syscall_rules(c, *s);
+      return v;
+    }
+    // boot->wall offset from the record itself: its wall time minus its boot time.
+    int64_t boot_to_wall = in.kernel->wall_ns - int64_t(in.kernel->boot_ns);
+    conn_rules(c, std::get<ConnFail>(in.kernel->record), boot_to_wall);
+    return v;
+  }
+  if (in.line) {
+    log_only_rules(c, *in.line);
+    return v;
+  }
+  v.cause = cause::kUnknown;
+  v.summary = "nginx logged a gateway error but neither its error log nor the kernel recorded a failed attempt";
+  return v;
+}
+
+} // namespace why502

@@ -1,0 +1,85 @@
+// Host-wide history (deaths, drops, listener samples, earlier verdicts) and the
+// cause rules that read it. Private to src/correlate/.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "why502/correlate.h"
+
+namespace why502 {
+
+nlohmann::json evidence_json(const KernelEvent &ev);
+
+class Facts {
+public:
+  void add_kernel(const KernelEvent &ev);
+  void add_sample(const HostSample &s);
+  void remember_verdict(const Verdict &v);
+  void expire(int64_t before_ns);
+
+  // Every process seen owning a listener that serves `upstream`, up to until_ns.
+  std::map<uint32_t, std::string> owners_of(const std::string &upstream, int64_t until_ns) const;
+  // Was a listener serving `upstream` seen in a sample taken in (from_ns, to_ns]?
+  bool listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
+  // Did samples cover (from_ns, to_ns] at all? (Absence of a listener proves nothing otherwise.)
+  bool sampled(int64_t from_ns, int64_t to_ns) const;
+  // Samples showing the accept queue of `upstream`'s listener full, and the ListenOverflows delta.
+  struct Overflow {
+    std::vector<nlohmann::json> evidence;
+    bool queue_full = false;
+    uint64_t overflows_delta = 0;
+  };
+  Overflow overflow_between(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
+  // The listener that serves `upstream` in the sample nearest to at_ns.
+  std::optional<Listener> listener_at(const std::string &upstream, int64_t at_ns) const;
+
+  struct Death {
+    const KernelEvent *cause = nullptr; // OomVictim, FatalSignal or ProcessExit
+    const KernelEvent *exit = nullptr;  // the ProcessExit that followed, if seen
+    uint32_t pid = 0;
+    std::string comm;
+  };
+  // The most telling death (OOM > fatal signal > exit) of one of `pids` in [from_ns, to_ns].
+  std::optional<Death> death_of(const std::map<uint32_t, std::string> &pids, int64_t from_ns, int64_t to_ns) const;
+
+  std::vector<const KernelEvent *> netfilter_drops(const ConnFail &c, int64_t from_ns, int64_t to_ns) const;
+
+  std::vector<uint64_t> related_verdicts(const Verdict &v, const CorrelatorOptions &opts) const;
+
+private:
+  std::deque<KernelEvent> deaths_; // OOM victims, fatal signals, exits
+  std::deque<KernelEvent> drops_;  // packet drops, resets sent, SYN-retransmit anomalies
+  std::deque<HostSample> samples_;
+  struct Ownership {
+    std::string address;
+    std::map<uint32_t, std::string> owners;
+    int64_t first_ns = 0, last_ns = 0;
+  };
+  std::vector<Ownership> ownership_; // one entry per (listener, owner set) span
+  struct PastVerdict {
+    uint64_t id;
+    int64_t wall_ns;
+    std::string upstream;
+    uint32_t nginx_pid;
+  };
+  std::deque<PastVerdict> verdicts_;
+};
+
+struct RuleInput {
+  const nginx::ErrorLogLine *line = nullptr; // the attempt's error line, if any
+  int64_t line_ns = 0;
+  const KernelEvent *kernel = nullptr; // the kernel's record of the attempt, if any
+  int64_t kernel_fail_ns = 0;
+};
+
+// Names the most specific cause the facts prove. Fills cause, summary, upstream,
+// upstream_process, evidence and wall_ns.
+Verdict decide(const RuleInput &in, const Facts &facts, const CorrelatorOptions &opts);
+
+} // namespace why502

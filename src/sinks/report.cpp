@@ -1,0 +1,96 @@
+#include "sinks/report.h"
+
+#include <cstdio>
+#include <ctime>
+
+namespace why502::sinks {
+
+using nlohmann::json;
+
+namespace {
+
+// "17:02:01.123" in local time: what an operator compares with nginx's log.
+std::string clock_time(int64_t wall_ns) {
+  time_t secs = wall_ns / 1000000000;
+  struct tm tm;
+  localtime_r(&secs, &tm);
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%02d:%02d:%02d.%03lld", tm.tm_hour, tm.tm_min, tm.tm_sec,
+           static_cast<long long>((wall_ns / 1000000) % 1000));
+  return buf;
+}
+
+std::string evidence_line(const json &e) {
+  std::string line;
+  if (e.contains("time") && e["time"].is_string())
+    if (auto t = parse_wall_time(e["time"].get<std::string>()))
+      line += clock_time(*t) + "  ";
+  line += e.value("event", std::string("?"));
+  // Fields a reader needs; timestamps and bookkeeping stay in the JSON.
+  static const char *skip[] = {"time", "event", "boot_ns", "cpu", "host", "type", "ts_syn_sent", "ts_established",
+                               "ts_reset", "ts_fin_received", "ts_error", "ts_close", "conn_id", "kernel"};
+  for (auto it = e.begin(); it != e.end(); ++it) {
+    bool skipped = false;
+    for (const char *s : skip)
+      skipped |= it.key() == s;
+    if (skipped || (it->is_string() && it->get<std::string>().empty()))
+      continue;
+    line += " " + it.key() + "=" + (it->is_string() ? it->get<std::string>() : it->dump());
+  }
+  return line;
+}
+
+} // namespace
+
+std::string text_report(const Verdict &v) {
+  std::string out = clock_time(v.wall_ns) + "  " + (v.status ? std::to_string(*v.status) : std::string("---")) +
+                    "  " + (v.upstream.empty() ? "?" : v.upstream) + "  worker " + std::to_string(v.nginx_pid) +
+                    "  " + v.cause + "\n";
+  out += "  " + v.summary + "\n";
+  if (v.attempts > 1)
+    out += "  (" + std::to_string(v.attempts) + " failed attempts for this request)\n";
+  if (v.nginx_error)
+    out += "  nginx: " + *v.nginx_error + "\n";
+  if (!v.related.empty()) {
+    out += "  after verdicts:";
+    for (auto id : v.related)
+      out += " #" + std::to_string(id);
+    out += "\n";
+  }
+  for (const auto &e : v.evidence)
+    out += "    " + evidence_line(e) + "\n";
+  return out;
+}
+
+std::string summary_table(const CorrelatorStats &stats) {
+  std::string out;
+  char buf[512];
+  snprintf(buf, sizeof(buf), "\n%-28s %-40s %8s\n", "cause", "upstream", "failures");
+  out += buf;
+  for (const auto &[key, n] : stats.by_cause_upstream) {
+    snprintf(buf, sizeof(buf), "%-28s %-40s %8llu\n", key.first.c_str(), key.second.empty() ? "-" : key.second.c_str(),
+             static_cast<unsigned long long>(n));
+    out += buf;
+  }
+  snprintf(buf, sizeof(buf), "%-28s %-40s %8llu\n", "total", "", static_cast<unsigned long long>(stats.verdicts));
+  out += buf;
+  if (stats.recovered_requests)
+    out += std::to_string(stats.recovered_requests) + " failed attempt(s) were retried successfully by nginx\n";
+  return out;
+}
+
+json summary_json(const CorrelatorStats &stats) {
+  json by = json::array();
+  for (const auto &[key, n] : stats.by_cause_upstream)
+    by.push_back({{"cause", key.first}, {"upstream", key.second}, {"failures", n}});
+  return {{"type", "summary"},
+          {"verdicts", stats.verdicts},
+          {"by_cause", stats.by_cause},
+          {"by_cause_upstream", by},
+          {"kernel_failures", stats.kernel_failures},
+          {"kernel_failures_unmatched", stats.kernel_failures_unmatched},
+          {"error_lines", stats.error_lines},
+          {"recovered_requests", stats.recovered_requests}};
+}
+
+} // namespace why502::sinks
