@@ -206,7 +206,10 @@ public:
   struct Change {
     std::vector<pid_t> added;
     std::vector<pid_t> removed;
-    bool reloaded = false; // new workers replaced the whole previous active generation
+    // New workers replaced the whole previous active generation (seen across scans: during a
+    // reload nginx briefly shows both generations as plain "worker process"). With a single
+    // worker a crash+respawn looks the same; nginx logs "exited on signal" for that case.
+    bool reloaded = false;
   };
   explicit WorkerTracker(pid_t master_pid, std::string proc_root = "/proc");
   Change rescan(); // the first call reports every worker as added, reloaded=false
@@ -218,6 +221,7 @@ private:
   pid_t master_;
   std::string proc_root_;
   std::vector<Worker> workers_;
+  std::vector<pid_t> baseline_; // the active generation reloads are measured against
   bool first_ = true;
 };
 

@@ -424,23 +424,33 @@ WorkerTracker::Change WorkerTracker::rescan() {
   for (const auto &w : workers_)
     if (!has(now, w.pid))
       c.removed.push_back(w.pid);
-  if (!first_ && !c.added.empty()) {
-    // A reload replaces the whole active generation: every previously active worker is now gone
-    // or shutting down. A single crashed-and-respawned worker leaves its siblings active.
-    bool old_active_left = false;
-    bool had_active = false;
-    for (const auto &w : workers_) {
-      if (w.shutting_down)
-        continue;
-      had_active = true;
-      for (const auto &n : now)
-        if (n.pid == w.pid && !n.shutting_down)
-          old_active_left = true;
+  std::vector<pid_t> active;
+  for (const auto &w : now)
+    if (!w.shutting_down)
+      active.push_back(w.pid);
+  auto in = [](const std::vector<pid_t> &v, pid_t p) {
+    return std::find(v.begin(), v.end(), p) != v.end();
+  };
+  if (first_) {
+    baseline_ = active;
+  } else {
+    bool baseline_alive = false;
+    bool fresh = false;
+    for (pid_t p : active) {
+      if (in(baseline_, p))
+        baseline_alive = true;
+      else
+        fresh = true;
     }
-    c.reloaded = had_active && !old_active_left &&
-                 (workers_.size() > 1 || std::any_of(now.begin(), now.end(), [&](const Worker &w) {
-                    return has(workers_, w.pid) && w.shutting_down;
-                  }));
+    if (!baseline_alive && fresh && !baseline_.empty()) {
+      c.reloaded = true; // the whole old generation is gone or shutting down
+      baseline_ = active;
+    } else if (baseline_alive && active.size() <= baseline_.size()) {
+      baseline_ = active; // a respawn, or nothing changed: no surplus generation in flight
+    } else if (baseline_.empty()) {
+      baseline_ = active;
+    }
+    // else: old and new generations both active (reload in progress): keep the old baseline
   }
   first_ = false;
   workers_ = std::move(now);

@@ -137,3 +137,25 @@ TEST_F(FakeProc, TrackerSeesReloadNotRespawn) {
 }
 
 } // namespace
+
+namespace {
+// What a real `nginx -s reload` looks like to 50 ms scans: both generations plain
+// "worker process" first, then the old ones gone.
+TEST_F(FakeProc, TrackerSeesReloadAcrossScans) {
+  proc(100, 1, "nginx", "nginx: master process /usr/sbin/nginx");
+  proc(101, 100, "nginx", "nginx: worker process");
+  proc(102, 100, "nginx", "nginx: worker process");
+  WorkerTracker t(100, root_);
+  t.rescan();
+  proc(103, 100, "nginx", "nginx: worker process");
+  proc(104, 100, "nginx", "nginx: worker process");
+  auto mid = t.rescan();
+  EXPECT_FALSE(mid.reloaded);
+  gone(101);
+  gone(102);
+  auto done = t.rescan();
+  EXPECT_TRUE(done.reloaded);
+  EXPECT_EQ(done.removed, (std::vector<pid_t>{101, 102}));
+  EXPECT_FALSE(t.rescan().reloaded);
+}
+} // namespace
