@@ -159,6 +159,7 @@ struct NginxUpstream {
   std::string name;
   std::vector<NginxServer> servers;
   std::optional<int> keepalive; // `keepalive N;` (proxy locations then use HTTP/1.1 + Connection "")
+  bool zone = false;            // `zone NAME 64k;`: peer state (max_fails) shared by all workers
 };
 
 enum class PassKind { proxy, fastcgi, uwsgi };
@@ -424,6 +425,23 @@ public:
 
 private:
   std::string root_, path_;
+};
+
+// `n` TCP connections from this process to `address`, held open and idle until destruction:
+// fills a never-accepting listener's accept queue, or pins ephemeral ports toward a destination.
+// Connects are non-blocking; a connection still in SYN_SENT counts too.
+class IdleConnections {
+public:
+  IdleConnections(const std::string &address, int n);
+  ~IdleConnections();
+  IdleConnections(const IdleConnections &) = delete;
+  IdleConnections &operator=(const IdleConnections &) = delete;
+  size_t size() const { return fds_.size(); }
+  // Local ports of the held connections.
+  std::vector<uint16_t> local_ports() const;
+
+private:
+  std::vector<int> fds_;
 };
 
 // ───────────────────────────── HTTP client ─────────────────────────────

@@ -1,6 +1,7 @@
 // Faults, each undone on destruction: a private netns, iptables rules, sysctls, memory cgroups.
 #include <fcntl.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -156,6 +157,41 @@ std::uint64_t MemoryCgroup::oom_kills() const {
     if (key == "oom_kill")
       return v;
   return 0;
+}
+
+// ───────────────────────────── idle connections ─────────────────────────────
+
+IdleConnections::IdleConnections(const std::string &address, int n) {
+  auto sa = parse_address(address);
+  if (!sa)
+    throw Error("bad address " + address);
+  for (int i = 0; i < n; ++i) {
+    int fd = socket(sa->family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      throw Error("socket: " + errno_text(errno));
+    if (connect(fd, sa->addr(), sa->len) != 0 && errno != EINPROGRESS && errno != EAGAIN) {
+      int e = errno;
+      close(fd);
+      throw Error("connect to " + address + ": " + errno_text(e));
+    }
+    fds_.push_back(fd);
+  }
+}
+
+IdleConnections::~IdleConnections() {
+  for (int fd : fds_)
+    close(fd);
+}
+
+std::vector<uint16_t> IdleConnections::local_ports() const {
+  std::vector<uint16_t> out;
+  for (int fd : fds_) {
+    sockaddr_in a{};
+    socklen_t len = sizeof(a);
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) == 0 && a.sin_family == AF_INET)
+      out.push_back(ntohs(a.sin_port));
+  }
+  return out;
 }
 
 } // namespace why502::lab

@@ -68,6 +68,8 @@ std::string render_nginx_conf(const NginxConfig &cfg, const std::string &dir, ui
         c << " backup";
       c << ";\n";
     }
+    if (u.zone)
+      c << "    zone " << u.name << " 64k;\n";
     if (u.keepalive)
       c << "    keepalive " << *u.keepalive << ";\n";
     c << "  }\n";
@@ -196,10 +198,17 @@ std::vector<pid_t> Nginx::worker_pids() const { return child_pids(proc_.pid()); 
 
 void Nginx::wait_ready(const std::vector<pid_t> &old_workers, double timeout_s) {
   std::set<pid_t> old(old_workers.begin(), old_workers.end());
+  size_t log_lines_before = error_lines().size();
+  bool worker_died = false;
   bool ok = wait_until(
       [&] {
         if (!proc_.running())
           return true;
+        // A worker that cannot initialise (e.g. a tiny worker_rlimit_nofile) is not respawned.
+        auto lines = error_lines();
+        for (size_t i = log_lines_before; i < lines.size(); ++i)
+          if (lines[i].find("cannot be respawned") != std::string::npos)
+            return worker_died = true;
         auto w = worker_pids();
         if (int(w.size()) != cfg_.worker_processes)
           return false;
@@ -214,6 +223,13 @@ void Nginx::wait_ready(const std::vector<pid_t> &old_workers, double timeout_s) 
     if (err.size() > 800)
       err = err.substr(err.size() - 800);
     throw Error("nginx exited at startup: " + err);
+  }
+  if (worker_died) {
+    std::string err;
+    for (auto &l : error_lines())
+      if (l.find("[emerg]") != std::string::npos || l.find("[alert]") != std::string::npos)
+        err = l;
+    throw Error("nginx workers died at startup: " + err);
   }
   if (!ok)
     throw Error("nginx did not become ready on 127.0.0.1:" + std::to_string(port_));
