@@ -41,6 +41,12 @@ int run_events(const EventsOptions &opts) {
   Tracer tracer(topts);
   warn_degraded(tracer);
   install_stop_handlers();
+  // Readers (and tests) know from this line that the programs are attached.
+  out.line(nlohmann::json{{"type", "start"},
+                          {"watched_pids", tracer.watched_pids()},
+                          {"comms", topts.comms},
+                          {"degraded_causes", tracer.degraded_causes()}}
+               .dump());
 
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
