@@ -42,6 +42,17 @@ int main(int argc, char **argv) {
   add_watch_options(watch_cmd);
   add_watch_options(&app); // `why502` alone is `why502 watch`
 
+  cli::RecordOptions record;
+  auto *record_cmd =
+      app.add_subcommand("record", "write a Perfetto trace (ui.perfetto.dev) of nginx's upstream failures");
+  record_cmd->add_option("-o,--output", record.output, "the trace file (FILE.pftrace)")->required();
+  record_cmd->add_option("--duration", record.duration_s, "stop after SECONDS")->check(CLI::PositiveNumber);
+  record_cmd->add_option("--max-size", record.max_size, "stop writing once the file reaches BYTES");
+  record_cmd->add_option("--nginx-pid", record.nginx_pid, "the nginx master (or a worker) to watch")
+      ->check(CLI::PositiveNumber);
+  record_cmd->add_option("--error-log", record.error_logs, "follow this error log instead of the configured ones");
+  record_cmd->add_option("--access-log", record.access_logs, "follow this access log instead of the configured ones");
+
   cli::AnalyzeOptions analyze;
   auto *analyze_cmd = app.add_subcommand("analyze", "correlate a recorded capture with nginx logs, offline");
   analyze_cmd->add_option("capture", analyze.capture, "a `why502 events --json` or `watch --capture` file")
@@ -67,6 +78,8 @@ int main(int argc, char **argv) {
       return cli::run_doctor(doctor);
     if (*analyze_cmd)
       return cli::run_analyze(analyze);
+    if (*record_cmd)
+      return cli::run_record(record);
     return cli::run_watch(watch);
   } catch (const Error &e) {
     fprintf(stderr, "why502: %s\n", e.what());

@@ -39,8 +39,19 @@ struct WatchCommandOptions {
   std::vector<std::string> error_logs;
   std::vector<std::string> access_logs;
   std::string capture; // also record the raw inputs for `analyze`
+  std::string perfetto; // also write a Perfetto trace here
 };
 int run_watch(const WatchCommandOptions &opts);
+
+struct RecordOptions {
+  std::string output; // the .pftrace file
+  std::optional<double> duration_s;
+  uint64_t max_size = 0; // bytes, 0 = no cap
+  std::optional<int> nginx_pid;
+  std::vector<std::string> error_logs;
+  std::vector<std::string> access_logs;
+};
+int run_record(const RecordOptions &opts); // record_cmd.cpp
 
 struct AnalyzeOptions {
   std::string capture;
