@@ -1,0 +1,300 @@
+// Scenario harness: a private netns, a real nginx, a real upstream, `why502 watch --json` as a child,
+// one injected fault, and assertions that join nginx's own logs with why502's verdict lines.
+//
+// Each scenario first proves the fault happened for real (nginx's error.log has the expected
+// message, the access log has the 502/504), then checks why502's verdicts; a failure in the first
+// half is a harness bug, in the second half a why502 bug.
+//
+// WHY502_SCENARIO_NO_WATCH=1 runs only the first half (for working on faults without the tracer).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "why502/lab.h"
+
+namespace why502::scenario {
+
+using json = nlohmann::json;
+using namespace why502::lab;
+
+inline bool watch_disabled() {
+  const char *v = getenv("WHY502_SCENARIO_NO_WATCH");
+  return v && *v && std::string(v) != "0";
+}
+
+// Once per test process (ctest runs each case as its own process; a direct run shares one netns,
+// and every fault below is RAII so cases do not leak into each other).
+inline void ensure_private_network() {
+  static bool done = [] {
+    enter_private_network();
+    return true;
+  }();
+  (void)done;
+}
+
+// "2026-11-30T17:02:01.123456Z" -> unix seconds; NaN when malformed.
+inline double parse_iso_time(const std::string &s) {
+  std::tm tm{};
+  const char *rest = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!rest)
+    return NAN;
+  double frac = 0;
+  if (*rest == '.') {
+    char *end;
+    frac = strtod(rest, &end);
+  }
+  return double(timegm(&tm)) + frac;
+}
+
+// `why502 watch --json -o OUT --nginx-pid M --duration 60`, started before the fault.
+class Watch {
+public:
+  Watch(const std::string &dir, pid_t nginx_master, std::vector<std::string> extra = {})
+      : out_(dir + "/why502.jsonl"), err_(dir + "/why502.stderr") {
+    std::vector<std::string> argv{WHY502_BINARY, "watch", "--json", "-o", out_, "--nginx-pid",
+                                  std::to_string(nginx_master), "--duration", "60"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    SpawnOptions so;
+    so.stdout_path = dir + "/why502.stdout";
+    so.stderr_path = err_;
+    so.new_process_group = false;
+    proc_ = Process::spawn(argv, so);
+    bool started = wait_until(
+        [&] {
+          if (!proc_.running())
+            return true;
+          for (auto &j : lines())
+            if (j.value("type", "") == "start")
+              return true;
+          return false;
+        },
+        30.0, 0.05);
+    if (!proc_.running())
+      throw Error("why502 watch exited before attaching: " + read_file(err_));
+    if (!started)
+      throw Error("why502 watch wrote no start line within 30 s: " + read_file(err_));
+  }
+  ~Watch() { stop(); }
+
+  // SIGINT (the normal Ctrl-C path: flush and summarise), SIGKILL if it hangs.
+  int stop() {
+    if (!stopped_) {
+      stopped_ = true;
+      status_ = proc_.stop(SIGINT, 15.0);
+    }
+    return status_;
+  }
+
+  std::vector<json> lines() const {
+    std::vector<json> out;
+    for (auto &l : read_lines(out_)) {
+      json j = json::parse(l, nullptr, false);
+      if (!j.is_discarded())
+        out.push_back(std::move(j));
+    }
+    return out;
+  }
+  std::vector<json> verdicts() const {
+    std::vector<json> out;
+    for (auto &j : lines())
+      if (j.value("type", "") == "verdict")
+        out.push_back(j);
+    return out;
+  }
+  const std::string &out_path() const { return out_; }
+  std::string stderr_text() const { return read_file(err_); }
+
+private:
+  std::string out_, err_;
+  Process proc_;
+  bool stopped_ = false;
+  int status_ = 0;
+};
+
+// Evidence items of `v` with "event" == event.
+inline std::vector<json> evidence_of(const json &v, const std::string &event) {
+  std::vector<json> out;
+  if (v.contains("evidence") && v["evidence"].is_array())
+    for (auto &e : v["evidence"])
+      if (e.value("event", "") == event)
+        out.push_back(e);
+  return out;
+}
+
+
+// The base fixture: owns the temp dir, nginx and the watcher; subclasses add the upstream.
+class ScenarioTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    if (geteuid() != 0)
+      GTEST_SKIP() << "scenario tests need root";
+    ensure_private_network();
+    dir_ = std::make_unique<TempDir>("why502-scn");
+  }
+  void TearDown() override {
+    watch_.reset();
+    nginx_.reset();
+  }
+
+  const std::string &dir() const { return dir_->path(); }
+
+  // Single-location config proxying to `target` with short timeouts.
+  static NginxConfig proxy_config(const std::string &target, const std::string &connect_timeout = "1s",
+                                  const std::string &read_timeout = "3s") {
+    NginxConfig c;
+    NginxLocation l;
+    l.target = target;
+    l.connect_timeout = connect_timeout;
+    l.read_timeout = read_timeout;
+    c.locations.push_back(l);
+    return c;
+  }
+
+  Nginx &start_nginx(NginxConfig cfg) {
+    nginx_ = std::make_unique<Nginx>(std::move(cfg), dir() + "/nginx");
+    return *nginx_;
+  }
+  Nginx &nginx() { return *nginx_; }
+
+  // Starts why502 (unless disabled). Call after nginx and the upstream are up, before the fault.
+  void start_watch() {
+    if (!watch_disabled())
+      watch_ = std::make_unique<Watch>(dir(), nginx_->master_pid());
+  }
+
+  // Sequential GETs until `want` responses are 502/504 (or `cap` requests were sent).
+  std::vector<HttpResult> drive(const std::string &path = "/", int want = 1, int cap = 10, double timeout_s = 10) {
+    std::vector<HttpResult> out;
+    int failures = 0;
+    for (int i = 0; i < cap && failures < want; ++i) {
+      out.push_back(http_get("127.0.0.1", nginx_->port(), path, timeout_s));
+      if (failure_statuses_.count(out.back().status))
+        ++failures;
+    }
+    return out;
+  }
+
+  // 502/504 lines nginx wrote to the access log.
+  std::vector<AccessEntry> failures() const {
+    std::vector<AccessEntry> out;
+    for (auto &e : nginx_->access_entries())
+      if (failure_statuses_.count(e.status))
+        out.push_back(e);
+    return out;
+  }
+
+  // Waits for nginx to have logged `needle` in error.log; returns the matching lines.
+  std::vector<std::string> wait_error(const std::string &needle, double timeout_s = 3.0) {
+    wait_until([&] { return !nginx_->errors_matching(needle).empty(); }, timeout_s);
+    return nginx_->errors_matching(needle);
+  }
+
+  // Lets why502 see the last log lines, then stops it. Returns the verdicts.
+  std::vector<json> finish_watch(double settle_s = 2.0) {
+    if (!watch_)
+      return {};
+    sleep_for(settle_s);
+    watch_->stop();
+    return watch_->verdicts();
+  }
+
+  // The first half of every scenario: nginx really failed, with `status` and `message`.
+  void expect_nginx_failed(int status, const std::string &message, size_t at_least = 1) {
+    auto lines = wait_error(message);
+    ASSERT_FALSE(lines.empty()) << "nginx's error.log lacks \"" << message << "\" — harness problem:\n"
+                                << read_file(nginx_->error_log());
+    wait_until([&] { return failures().size() >= at_least; }, 3.0);
+    auto f = failures();
+    ASSERT_GE(f.size(), at_least) << "no " << status << " in nginx's access log";
+    for (auto &e : f)
+      EXPECT_EQ(e.status, status) << e.request;
+  }
+
+  bool watching() const { return watch_ != nullptr; }
+
+  // The second half: exactly one verdict per 502/504, matched by worker pid, status and time, each
+  // with `cause` and `upstream`. Returns the verdicts in access-log order.
+  std::vector<json> expect_verdicts(const std::vector<json> &verdicts, const std::string &cause,
+                                    const std::string &upstream) {
+    auto f = failures();
+    auto workers = nginx_->worker_pids();
+    std::set<pid_t> worker_set(workers.begin(), workers.end());
+    EXPECT_EQ(verdicts.size(), f.size()) << "one verdict per 502/504; got:\n" << dump(verdicts);
+    std::vector<json> matched;
+    std::set<size_t> used;
+    for (auto &e : f) {
+      std::optional<size_t> best;
+      for (size_t i = 0; i < verdicts.size(); ++i) {
+        if (used.count(i))
+          continue;
+        const json &v = verdicts[i];
+        if (v.value("nginx_pid", 0) != e.pid || v.value("status", 0) != e.status)
+          continue;
+        double t = parse_iso_time(v.value("time", ""));
+        // The attempt failed inside the request: between its start and its log line (+ slack).
+        if (!(t >= e.msec - e.request_time - 2.0 && t <= e.msec + 2.0))
+          continue;
+        best = i;
+        break;
+      }
+      if (!best) {
+        ADD_FAILURE() << "no verdict for the " << e.status << " of worker " << e.pid << " at " << std::fixed
+                      << e.msec << " (" << e.request << "); verdicts:\n"
+                      << dump(verdicts);
+        continue;
+      }
+      used.insert(*best);
+      const json &v = verdicts[*best];
+      EXPECT_EQ(v.value("cause", ""), cause) << v.dump() << "\nnginx error.log:\n" << nginx_errors();
+      EXPECT_EQ(v.value("upstream", ""), upstream) << v.dump();
+      EXPECT_TRUE(worker_set.count(v.value("nginx_pid", 0))) << v.dump();
+      matched.push_back(v);
+    }
+    return matched;
+  }
+
+  // nginx's error.log without [notice]/[info] lines about process management.
+  std::string nginx_errors() const {
+    std::string s;
+    for (auto &l : nginx_->error_lines())
+      if (l.find("[notice]") == std::string::npos)
+        s += l + "\n";
+    return s;
+  }
+
+  static std::string dump(const std::vector<json> &vs) {
+    std::string s;
+    for (auto &v : vs)
+      s += v.dump() + "\n";
+    return s.empty() ? "(none)\n" : s;
+  }
+
+  // Statuses that count as a failed request (fd_limit adds 500).
+  std::set<int> failure_statuses_{502, 504};
+  std::unique_ptr<TempDir> dir_;
+  std::unique_ptr<Nginx> nginx_;
+  std::unique_ptr<Watch> watch_;
+};
+
+// Evidence expectations that print the verdict on failure.
+#define EXPECT_EVIDENCE(verdict, event, pred)                                                                    \
+  do {                                                                                                           \
+    auto _ev = ::why502::scenario::evidence_of((verdict), (event));                                              \
+    bool _found = std::any_of(_ev.begin(), _ev.end(), [&](const ::why502::scenario::json &e) { return (pred); }); \
+    EXPECT_TRUE(_found) << "no " << (event) << " evidence matching " #pred " in " << (verdict).dump();          \
+  } while (0)
+
+} // namespace why502::scenario
