@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/watcher.h"
+#include "sinks/perfetto_export.h"
 #include "sinks/report.h"
 
 namespace why502::cli {
@@ -19,6 +20,11 @@ int run_watch(const WatchCommandOptions &opts) {
   wopts.access_logs = opts.access_logs;
   wopts.capture_path = opts.capture;
   Watcher watcher(wopts);
+  std::unique_ptr<sinks::PerfettoExporter> trace; // --perfetto: record alongside
+  if (!opts.perfetto.empty()) {
+    trace = std::make_unique<sinks::PerfettoExporter>(opts.perfetto);
+    trace->connect(watcher);
+  }
   install_stop_handlers();
   if (opts.json)
     out.line(watcher.start_json().dump());
@@ -26,8 +32,11 @@ int run_watch(const WatchCommandOptions &opts) {
     fprintf(stderr, "%s", watcher.describe().c_str());
 
   auto emit = [&](const std::vector<Verdict> &verdicts) {
-    for (const auto &v : verdicts)
+    for (const auto &v : verdicts) {
+      if (trace)
+        trace->verdict(v);
       out.line(opts.json ? to_json(v).dump() : sinks::text_report(v));
+    }
   };
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
@@ -37,6 +46,8 @@ int run_watch(const WatchCommandOptions &opts) {
     emit(watcher.step(100));
   }
   emit(watcher.finish());
+  if (trace)
+    trace->close();
   auto losses = watcher.losses();
   if (opts.json) {
     out.line(sinks::summary_json(watcher.stats()).dump());
