@@ -118,6 +118,10 @@ struct PerfettoExporter::Impl {
   BoundedMap<uint32_t, uint64_t> processes; // upstream owners, OOM victims, signal targets
   BoundedMap<std::string, uint64_t> upstreams;
   BoundedMap<std::string, Queue> queues;
+  // Listeners found serving no known upstream, with the upstream generation
+  // they were checked against: samples re-check only when upstreams change.
+  BoundedMap<std::string, uint64_t> not_upstream;
+  uint64_t upstream_gen = 0;
   std::map<std::string, Rate> rates;
   BoundedMap<std::string, Pool> flows;
   uint64_t host_track = 0, nginx_track = 0;
@@ -125,7 +129,7 @@ struct PerfettoExporter::Impl {
   Impl(const std::string &path, PerfettoExportOptions o)
       : opts(std::move(o)), w(path, writer_options(opts)), workers(opts.max_tracks), threads(opts.max_tracks),
         processes(opts.max_tracks), upstreams(opts.max_tracks), queues(opts.max_tracks),
-        flows(opts.max_flow_sources) {
+        not_upstream(opts.max_tracks), flows(opts.max_flow_sources) {
     rb = std::make_unique<perfetto::ReorderBuffer>(w, opts.reorder_window_ns, opts.max_pending);
     boot_to_wall = int64_t(w.clocks().realtime_ns) - int64_t(w.clocks().boottime_ns);
   }
@@ -230,6 +234,7 @@ struct PerfettoExporter::Impl {
   uint64_t upstream(const std::string &addr) {
     if (uint64_t *u = upstreams.find(addr))
       return *u;
+    ++upstream_gen;
     return upstreams.insert(addr, w.named_track("upstream " + addr));
   }
 
@@ -437,8 +442,17 @@ struct PerfettoExporter::Impl {
   // ---- host samples ----
 
   bool serves_known_upstream(const std::string &listener) {
+    uint64_t *checked = not_upstream.find(listener);
+    if (checked && *checked == upstream_gen)
+      return false;
     bool yes = false;
     upstreams.for_each([&](const std::string &u, uint64_t) { yes = yes || listener_serves(listener, u); });
+    if (!yes) {
+      if (checked)
+        *checked = upstream_gen;
+      else
+        not_upstream.insert(listener, upstream_gen);
+    }
     return yes;
   }
 
