@@ -232,7 +232,9 @@ static __always_inline void conn_closed(const struct sock *sk, struct conn_info 
 			return;
 		if (ci->ts_reset)
 			emit_conn_fail(sk, ci, WHY502_FAIL_RST_IN_SYN_SENT, oldstate, now);
-		else if (ci->sk_err && ci->sk_err != ETIMEDOUT)
+		else if ((ci->sk_err && ci->sk_err != ETIMEDOUT) || (ci->ts_error && !ci->sk_err))
+			/* An error was reported; its errno may already be consumed by
+			 * getsockopt(SO_ERROR), which clears sk_err and sk_err_soft. */
 			emit_conn_fail(sk, ci, WHY502_FAIL_ICMP_ERROR, oldstate, now);
 		else
 			emit_conn_fail(sk, ci, WHY502_FAIL_SYN_TIMEOUT, oldstate, now);

@@ -140,20 +140,27 @@ struct Watcher::Impl {
   }
 
   void drain_logs() {
+    // Access logs are read before error logs and fed after them: nginx writes a request's error
+    // line before its access line, so an access line read now always finds its error line read
+    // in the same pass (the other order races with nginx between the two reads).
+    std::vector<std::pair<nginx::AccessLogLine, int64_t>> access_lines;
+    for (auto &[path, t] : access_tails)
+      t.tailer->drain([&](std::string_view line, bool) {
+        if (auto l = t.parser.parse(line, access_stats)) {
+          int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
+          access_lines.emplace_back(std::move(*l), when);
+        }
+      });
     for (auto &[path, t] : error_tails)
       t.tailer->drain([&](std::string_view line, bool) {
         if (auto l = nginx::parse_error_line(line, error_stats))
           correlator->add_error_line(*l, l->epoch * 1000000000LL);
       });
-    for (auto &[path, t] : access_tails)
-      t.tailer->drain([&](std::string_view line, bool) {
-        if (auto l = t.parser.parse(line, access_stats)) {
-          int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
-          correlator->add_access_line(*l, when);
-          if (access_cb)
-            access_cb(*l, when);
-        }
-      });
+    for (const auto &[line, when] : access_lines) {
+      correlator->add_access_line(line, when);
+      if (access_cb)
+        access_cb(line, when);
+    }
   }
 
   void rescan(int64_t now) {

@@ -216,8 +216,10 @@ struct Correlator::Impl {
         ++it;
         continue;
       }
-      if (r.access_seen && r.status && *r.status != 502 && *r.status != 504) {
-        ++stats.recovered_requests; // a retry succeeded: not a failed request
+      // A retry succeeded (any status below 500): not a failed request. A 500 stays: nginx answers
+      // 500, not 502, when it cannot even create the upstream socket (fd_limit).
+      if (r.access_seen && r.status && *r.status < 500) {
+        ++stats.recovered_requests;
       } else {
         out.push_back(finalize(make_verdict(r)));
       }

@@ -240,7 +240,8 @@ std::vector<uint64_t> Facts::related_verdicts(const Verdict &v, const Correlator
   std::vector<uint64_t> out;
   auto group = opts.upstream_groups.find(v.upstream);
   for (const auto &p : verdicts_) {
-    if (p.wall_ns > v.wall_ns || p.wall_ns < v.wall_ns - 60 * kSecond)
+    // v's time is nginx's second: earlier verdicts of the same second count.
+    if (p.wall_ns > v.wall_ns + kSecond || p.wall_ns < v.wall_ns - 60 * kSecond)
       continue;
     bool member = group != opts.upstream_groups.end()
                       ? std::find(group->second.begin(), group->second.end(), p.upstream) != group->second.end()
@@ -402,16 +403,21 @@ void conn_rules(Context &c, const ConnFail &k, int64_t boot_to_wall) {
     c.v.cause = cause::kNoListener;
     c.v.summary = "nothing listens on " + c.v.upstream + ": the kernel answered nginx's SYN with RST";
     return;
-  case ConnFailure::IcmpError:
-    if (k.sk_err == EHOSTUNREACH || k.sk_err == ENETUNREACH || k.sk_err == EHOSTDOWN || k.sk_err == ENETDOWN) {
+  case ConnFailure::IcmpError: {
+    // nginx may have consumed the error (SO_ERROR clears it) before close: then its errno names it.
+    int err = k.sk_err ? k.sk_err : (c.in.line && c.in.line->err ? *c.in.line->err : 0);
+    if (err == EHOSTUNREACH || err == ENETUNREACH || err == EHOSTDOWN || err == ENETDOWN) {
       c.v.cause = cause::kHostUnreachable;
-      c.v.summary = "an ICMP error (" + errno_name(k.sk_err) + ") answered nginx's SYN to " + c.v.upstream;
+      c.v.summary = "an ICMP error (" + errno_name(err) + ") answered nginx's SYN to " + c.v.upstream;
     } else {
       c.v.cause = cause::kConnectDenied;
-      c.v.summary = "an ICMP error (" + errno_name(k.sk_err) + ") answered nginx's SYN to " + c.v.upstream +
+      c.v.summary = "an ICMP error (" + errno_name(err) + ") answered nginx's SYN to " + c.v.upstream +
                     ": a firewall REJECT rule";
     }
+    for (auto *d : c.facts.netfilter_drops(k, start_ns - kSecond / 10, c.fail_ns + kSecond / 10))
+      c.v.evidence.push_back(evidence_json(*d));
     return;
+  }
   case ConnFailure::SynTimeout:
   case ConnFailure::SynRetransmit: {
     auto drops = c.facts.netfilter_drops(k, start_ns - kSecond / 10, c.fail_ns + kSecond / 10);
