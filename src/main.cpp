@@ -64,6 +64,12 @@ int main(int argc, char **argv) {
   analyze_cmd->add_flag("--json", analyze.json, "one JSON object per line");
   analyze_cmd->add_option("-o,--output", analyze.output, "append to FILE instead of stdout");
 
+  cli::DemoOptions demo;
+  auto *demo_cmd = app.add_subcommand(
+      "demo", "start a private nginx and upstreams, inject faults one after another, and explain each");
+  demo_cmd->add_flag("--json", demo.json, "print verdicts as JSON lines");
+  demo_cmd->add_option("-o,--output", demo.output, "append to FILE instead of stdout");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
@@ -77,6 +83,8 @@ int main(int argc, char **argv) {
       return cli::run_events(events);
     if (*doctor_cmd)
       return cli::run_doctor(doctor);
+    if (*demo_cmd)
+      return cli::run_demo(demo);
     if (*analyze_cmd)
       return cli::run_analyze(analyze);
     if (*record_cmd)

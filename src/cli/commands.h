@@ -63,6 +63,13 @@ struct AnalyzeOptions {
 };
 int run_analyze(const AnalyzeOptions &opts);
 
+struct DemoOptions {
+  bool json = false;
+  std::string output;
+};
+// Exit 0 when every injected fault got the expected cause, 3 otherwise.
+int run_demo(const DemoOptions &opts); // demo_cmd.cpp
+
 // Set by SIGINT/SIGTERM: loops finish their work and print summaries.
 bool stop_requested();
 void install_stop_handlers();

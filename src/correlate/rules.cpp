@@ -28,7 +28,11 @@ template <typename T> void cap(std::deque<T> &d, size_t n) {
 
 std::string seconds(int64_t ns) {
   char buf[32];
-  snprintf(buf, sizeof(buf), "%.1f s", std::fabs(double(ns)) / 1e9);
+  double s = std::fabs(double(ns)) / 1e9;
+  if (s < 1.0)
+    snprintf(buf, sizeof(buf), "%.0f ms", s * 1e3);
+  else
+    snprintf(buf, sizeof(buf), "%.1f s", s);
   return buf;
 }
 
@@ -322,7 +326,8 @@ void name_listener_owner(Context &c) {
 
 bool overflow_rule(Context &c, int64_t from_ns, const std::string &symptom) {
   auto o = c.facts.overflow_between(c.v.upstream, from_ns - kSecond, c.fail_ns + kSecond);
-  if (!o.queue_full && o.overflows_delta == 0)
+  // ListenOverflows counts every listener of the namespace: only this listener seen full proves it.
+  if (!o.queue_full)
     return false;
   c.v.cause = cause::kAcceptQueueOverflow;
   std::string detail;
@@ -429,7 +434,8 @@ void conn_rules(Context &c, const ConnFail &k, int64_t boot_to_wall) {
         c.v.evidence.push_back(evidence_json(*d));
       return;
     }
-    std::string symptom = "nginx's SYN was retransmitted " + std::to_string(k.syn_retrans) + " time(s)";
+    std::string symptom = k.syn_retrans ? "nginx's SYN was retransmitted " + std::to_string(k.syn_retrans) + " time(s)"
+                                        : "nginx gave up before its SYN was answered";
     if (overflow_rule(c, start_ns, symptom))
       return;
     c.v.cause = cause::kConnectTimeout;
