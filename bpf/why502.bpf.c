@@ -63,26 +63,20 @@ struct conn_info {
 	__u32 reset_state;
 };
 
+/* Socket-local storage, not a hash keyed by the pointer: for the sockets we do
+ * not follow (most state changes on a busy host), a lookup is one load of
+ * sk->sk_bpf_storage that is already NULL. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct conn_info);
 } conns SEC(".maps");
 
-/* connect() arguments between sys_enter and sys_exit, keyed by pid_tgid. */
-struct connect_args {
-	__u64 uaddr;
-	__s32 fd;
-	__u32 addrlen;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct connect_args);
-} connects SEC(".maps");
+static __always_inline struct conn_info *conn_of(const struct sock *sk)
+{
+	return bpf_sk_storage_get(&conns, (struct sock *)sk, NULL, 0);
+}
 
 /* Every loss, per site and CPU (enum why502_loss_site). */
 struct {
@@ -252,28 +246,30 @@ static __always_inline void conn_closed(const struct sock *sk, struct conn_info 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	__u64 key = (__u64)sk;
 	struct conn_info *ci;
 
 	if (newstate == TCP_SYN_SENT) {
 		__u64 id = bpf_get_current_pid_tgid();
-		struct conn_info fresh = {};
 
 		/* The hot path for everyone else: one hash lookup and out. */
 		if (!is_watched(id >> 32))
 			return 0;
 		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 			return 0;
-		fresh.pid = id >> 32;
-		fresh.tid = (__u32)id;
-		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-		fresh.ts_syn_sent = bpf_ktime_get_boot_ns();
-		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_ANY))
+		ci = bpf_sk_storage_get(&conns, (struct sock *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!ci) {
 			count_loss(WHY502_LOSS_CONN_MAP);
+			return 0;
+		}
+		__builtin_memset(ci, 0, sizeof(*ci));
+		ci->pid = id >> 32;
+		ci->tid = (__u32)id;
+		bpf_get_current_comm(ci->comm, sizeof(ci->comm));
+		ci->ts_syn_sent = bpf_ktime_get_boot_ns();
 		return 0;
 	}
 
-	ci = bpf_map_lookup_elem(&conns, &key);
+	ci = conn_of(sk);
 	if (!ci)
 		return 0;
 	switch (newstate) {
@@ -288,7 +284,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 		break;
 	case TCP_CLOSE:
 		conn_closed(sk, ci, oldstate);
-		bpf_map_delete_elem(&conns, &key);
+		bpf_sk_storage_delete(&conns, (struct sock *)sk);
 		break;
 	}
 	return 0;
@@ -297,8 +293,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	struct conn_info *ci = conn_of(sk);
 
 	if (!ci)
 		return 0;
@@ -310,8 +305,7 @@ int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 SEC("tp_btf/inet_sk_error_report")
 int BPF_PROG(on_inet_sk_error_report, const struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	struct conn_info *ci = conn_of(sk);
 
 	if (!ci)
 		return 0;
@@ -324,8 +318,7 @@ int BPF_PROG(on_inet_sk_error_report, const struct sock *sk)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
-	__u64 key = (__u64)sk;
-	struct conn_info *ci = bpf_map_lookup_elem(&conns, &key);
+	struct conn_info *ci = conn_of(sk);
 
 	if (!ci)
 		return 0;
@@ -640,80 +633,67 @@ int BPF_PROG(on_sched_process_exec, struct task_struct *p)
 
 /* ---- syscalls of watched processes (classic tracepoints: need tracefs) -- */
 
-SEC("tp/syscalls/sys_enter_connect")
-int on_sys_enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct connect_args args;
-
-	if (!is_watched(id >> 32))
-		return 0;
-	args.fd = (__s32)ctx->args[0];
-	args.uaddr = ctx->args[1];
-	args.addrlen = (__u32)ctx->args[2];
-	if (bpf_map_update_elem(&connects, &id, &args, BPF_ANY))
-		count_loss(WHY502_LOSS_CONNECT_MAP);
-	return 0;
-}
-
 SEC("tp/syscalls/sys_exit_connect")
 int on_sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct connect_args *args;
-	struct why502_syscall_err *e;
 	long ret = ctx->ret;
+	__u64 id;
+	struct pt_regs *regs;
+	struct why502_syscall_err *e;
+	__u64 uaddr;
+	__u32 addrlen;
 	__u16 family = 0;
 
-	args = bpf_map_lookup_elem(&connects, &id);
-	if (!args)
-		return 0;
-	/* A non-blocking TCP connect in progress is the normal case. */
+	/* A non-blocking TCP connect in progress is the normal case: out before any map. */
 	if (ret >= 0 || ret == -EINPROGRESS)
-		goto out;
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	if (!is_watched(id >> 32))
+		return 0;
+	/* The arguments are still in the task's saved user registers: no enter/exit map. */
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	uaddr = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	addrlen = PT_REGS_PARM3_CORE_SYSCALL(regs);
 	e = reserve(sizeof(*e), WHY502_EV_SYSCALL_ERR, 0);
 	if (!e)
-		goto out;
+		return 0;
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->syscall = WHY502_SYS_CONNECT;
 	e->err = -ret;
-	e->fd = args->fd;
+	e->fd = (__s32)PT_REGS_PARM1_CORE_SYSCALL(regs);
 	e->port = 0;
 	e->pad2 = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 	__builtin_memset(e->unix_path, 0, sizeof(e->unix_path));
-	bpf_probe_read_user(&family, sizeof(family), (void *)args->uaddr);
+	bpf_probe_read_user(&family, sizeof(family), (void *)uaddr);
 	e->family = family;
 	if (family == AF_INET) {
 		struct sockaddr_in sin = {};
 
-		bpf_probe_read_user(&sin, sizeof(sin), (void *)args->uaddr);
+		bpf_probe_read_user(&sin, sizeof(sin), (void *)uaddr);
 		e->port = bpf_ntohs(sin.sin_port);
 		__builtin_memcpy(e->addr, &sin.sin_addr, 4);
 	} else if (family == AF_INET6) {
 		struct sockaddr_in6 sin6 = {};
 
-		bpf_probe_read_user(&sin6, sizeof(sin6), (void *)args->uaddr);
+		bpf_probe_read_user(&sin6, sizeof(sin6), (void *)uaddr);
 		e->port = bpf_ntohs(sin6.sin6_port);
 		__builtin_memcpy(e->addr, &sin6.sin6_addr, 16);
 	} else if (family == AF_UNIX) {
-		__u32 len = args->addrlen;
 		__u32 path_len;
 
 		/* sun_path follows the 2-byte family; abstract names start with NUL. */
-		path_len = len > 2 ? (len - 2) & 0xff : 0;
+		path_len = addrlen > 2 ? (addrlen - 2) & 0xff : 0;
 		if (path_len > WHY502_UNIX_PATH_LEN)
 			path_len = WHY502_UNIX_PATH_LEN;
 		if (path_len)
-			bpf_probe_read_user(e->unix_path, path_len, (void *)(args->uaddr + 2));
+			bpf_probe_read_user(e->unix_path, path_len, (void *)(uaddr + 2));
 		if (e->unix_path[0] == 0 && path_len > 1)
 			e->unix_path[0] = '@';
 	}
 	bpf_ringbuf_submit(e, 0);
-out:
-	bpf_map_delete_elem(&connects, &id);
 	return 0;
 }
 

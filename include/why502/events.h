@@ -178,11 +178,10 @@ struct why502_watch {
 /* Per-CPU loss counters: index into the `drop_counters` percpu array. */
 enum why502_loss_site {
 	WHY502_LOSS_RINGBUF = 0,   /* bpf_ringbuf_reserve failed: userspace too slow */
-	WHY502_LOSS_CONN_MAP = 1,  /* in-flight connection map full */
+	WHY502_LOSS_CONN_MAP = 1,  /* no socket storage for a new connection (memory) */
 	WHY502_LOSS_WATCH_MAP = 2, /* watched-process map full */
-	WHY502_LOSS_CONNECT_MAP = 3,
-	WHY502_LOSS_RATE_LIMIT = 4, /* host-wide record suppressed by the rate limit */
-	WHY502_LOSS_SITES = 5,
+	WHY502_LOSS_RATE_LIMIT = 3, /* host-wide record suppressed by the rate limit */
+	WHY502_LOSS_SITES = 4,
 };
 
 #endif /* WHY502_EVENTS_H */

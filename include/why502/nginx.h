@@ -340,6 +340,9 @@ struct TailerOptions {
   bool start_at_end = true;
   std::size_t max_line = 64 * 1024; // longer lines are cut to this and counted
   std::size_t read_chunk = 64 * 1024;
+  // Watch writes (IN_MODIFY) so fd() wakes a poller on every new line. Off when the caller drains
+  // on a timer: each inotify event costs the writer (nginx) time in its write() path.
+  bool wake_on_write = true;
 };
 
 struct TailerStats {

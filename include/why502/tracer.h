@@ -33,11 +33,10 @@ struct LossCounters {
   uint64_t ringbuf_full = 0;
   uint64_t conn_map_full = 0;
   uint64_t watch_map_full = 0;
-  uint64_t connect_map_full = 0;
   uint64_t host_rate_limited = 0;
   uint64_t undecodable = 0; // userspace: records the decoder rejected
   uint64_t total() const {
-    return ringbuf_full + conn_map_full + watch_map_full + connect_map_full + host_rate_limited + undecodable;
+    return ringbuf_full + conn_map_full + watch_map_full + host_rate_limited + undecodable;
   }
 };
 

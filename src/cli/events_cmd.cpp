@@ -19,7 +19,6 @@ nlohmann::json stats_json(const LossCounters &l, uint64_t events) {
           {"lost_ringbuf_full", l.ringbuf_full},
           {"lost_conn_map_full", l.conn_map_full},
           {"lost_watch_map_full", l.watch_map_full},
-          {"lost_connect_map_full", l.connect_map_full},
           {"lost_host_rate_limited", l.host_rate_limited},
           {"lost_undecodable", l.undecodable}};
 }

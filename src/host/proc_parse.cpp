@@ -1,4 +1,5 @@
 #include "host/proc_parse.h"
+#include "why502/kernel_event.h"
 
 #include <arpa/inet.h>
 #include <charconv>
@@ -58,9 +59,7 @@ std::string format_inet(int family, const void *addr, uint16_t port) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (!inet_ntop(family, addr, buf, sizeof(buf)))
     return {};
-  if (family == AF_INET6)
-    return "[" + std::string(buf) + "]:" + std::to_string(port);
-  return std::string(buf) + ":" + std::to_string(port);
+  return Endpoint{buf, port}.str(); // one spelling of addresses everywhere: "[::1]:80", "1.2.3.4:80"
 }
 
 std::string format_unix(std::string_view name) {

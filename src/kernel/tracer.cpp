@@ -60,8 +60,6 @@ const std::vector<ProgramSpec> &program_specs() {
        {"(new nginx workers after reload)"}},
       {"on_sched_process_exec", "tp_btf/sched_process_exec", "btf_trace_sched_process_exec", nullptr, false,
        {"(nginx started after why502)"}},
-      {"on_sys_enter_connect", "tp/syscalls/sys_enter_connect", nullptr, "syscalls/sys_enter_connect", false,
-       {"unix_backlog_full", "connect_denied", "ephemeral_ports_exhausted"}},
       {"on_sys_exit_connect", "tp/syscalls/sys_exit_connect", nullptr, "syscalls/sys_exit_connect", false,
        {"unix_backlog_full", "connect_denied", "ephemeral_ports_exhausted"}},
       {"on_sys_exit_socket", "tp/syscalls/sys_exit_socket", nullptr, "syscalls/sys_exit_socket", false, {"fd_limit"}},
@@ -361,7 +359,6 @@ LossCounters Tracer::losses() const {
   out.ringbuf_full = sum(WHY502_LOSS_RINGBUF);
   out.conn_map_full = sum(WHY502_LOSS_CONN_MAP);
   out.watch_map_full = sum(WHY502_LOSS_WATCH_MAP);
-  out.connect_map_full = sum(WHY502_LOSS_CONNECT_MAP);
   out.host_rate_limited = sum(WHY502_LOSS_RATE_LIMIT);
   out.undecodable = impl_->undecodable;
   return out;

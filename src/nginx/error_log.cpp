@@ -90,8 +90,9 @@ void parse_context(std::string_view ctx, ErrorLogLine &l) {
     // the value ends at the earliest later key (quoted: key preceded by the closing quote)
     size_t end = std::string_view::npos;
     for (size_t j = which + 1; j < kKeys.size(); ++j) {
-      std::string needle = kKeys[which].quoted ? "\"" + std::string(kKeys[j].token)
-                                                : std::string(kKeys[j].token);
+      std::string needle(kKeys[j].token);
+      if (kKeys[which].quoted)
+        needle.insert(needle.begin(), '"'); // (not "\"" + ...: GCC 12 -Wrestrict false positive)
       size_t p = ctx.find(needle);
       if (p != std::string_view::npos && p < end)
         end = p;

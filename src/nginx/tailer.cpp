@@ -60,7 +60,8 @@ void LogTailer::watch_file() {
   // Watching by path attaches to the inode now at the path; the watch follows that inode after a
   // rename, which is what makes writes to the rotated-away file wake us too.
   if (inotify_fd_ >= 0)
-    inotify_add_watch(inotify_fd_, path_.c_str(), IN_MODIFY | IN_MOVE_SELF | IN_DELETE_SELF);
+    inotify_add_watch(inotify_fd_, path_.c_str(),
+                      (opts_.wake_on_write ? IN_MODIFY : 0) | IN_MOVE_SELF | IN_DELETE_SELF);
 }
 
 bool LogTailer::open_file(File &f, bool at_end) {
