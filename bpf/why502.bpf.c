@@ -209,21 +209,26 @@ static __always_inline void emit_conn_fail(const struct sock *sk, struct conn_in
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Decide at close whether the connection failed, and how. */
+/* Decide at close whether the connection failed, and how. The common case (a
+ * normal close) reads one field; errors are read only on the failure paths.
+ * Fields of struct sock itself are plain (CO-RE relocated) loads from the
+ * trusted tp_btf pointer; tcp_sock fields need a probe read (the verifier
+ * types the argument as struct sock). */
 static __always_inline void conn_closed(const struct sock *sk, struct conn_info *ci, int oldstate)
 {
-	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 now;
 
-	/* tcp_done_with_error() sets sk_err, closes, and only then reports the error. */
-	if (!ci->sk_err)
-		ci->sk_err = BPF_CORE_READ(sk, sk_err);
-	/* An ICMP error met while connect() held the socket lock is kept as a soft error. */
-	if (!ci->sk_err)
-		ci->sk_err = BPF_CORE_READ(sk, sk_err_soft);
 	if (oldstate == TCP_SYN_SENT) {
 		/* connect() failed before any SYN left (no port: EADDRNOTAVAIL); the syscall record reports it. */
 		if (sock_sport(sk) == 0)
 			return;
+		now = bpf_ktime_get_boot_ns();
+		/* tcp_done_with_error() sets sk_err, closes, and only then reports the error;
+		 * an ICMP error met while connect() held the socket lock is kept as a soft error. */
+		if (!ci->sk_err)
+			ci->sk_err = sk->sk_err;
+		if (!ci->sk_err)
+			ci->sk_err = sk->sk_err_soft;
 		if (ci->ts_reset)
 			emit_conn_fail(sk, ci, WHY502_FAIL_RST_IN_SYN_SENT, oldstate, now);
 		else if ((ci->sk_err && ci->sk_err != ETIMEDOUT) || (ci->ts_error && !ci->sk_err))
@@ -235,12 +240,14 @@ static __always_inline void conn_closed(const struct sock *sk, struct conn_info 
 		return;
 	}
 	if (ci->ts_reset) {
-		emit_conn_fail(sk, ci, WHY502_FAIL_RST_ESTABLISHED, ci->reset_state, now);
+		if (!ci->sk_err)
+			ci->sk_err = sk->sk_err;
+		emit_conn_fail(sk, ci, WHY502_FAIL_RST_ESTABLISHED, ci->reset_state, bpf_ktime_get_boot_ns());
 		return;
 	}
 	/* data_segs_in, not bytes_received: the FIN itself counts as a received byte. */
 	if (ci->ts_fin_received && BPF_CORE_READ((const struct tcp_sock *)sk, data_segs_in) == 0)
-		emit_conn_fail(sk, ci, WHY502_FAIL_FIN_BEFORE_DATA, oldstate, now);
+		emit_conn_fail(sk, ci, WHY502_FAIL_FIN_BEFORE_DATA, oldstate, bpf_ktime_get_boot_ns());
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -254,7 +261,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 		/* The hot path for everyone else: one hash lookup and out. */
 		if (!is_watched(id >> 32))
 			return 0;
-		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		if (sk->sk_protocol != IPPROTO_TCP)
 			return 0;
 		ci = bpf_sk_storage_get(&conns, (struct sock *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!ci) {

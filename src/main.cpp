@@ -38,6 +38,10 @@ int main(int argc, char **argv) {
     cmd->add_option("--error-log", watch.error_logs, "follow this error log instead of the configured ones");
     cmd->add_option("--access-log", watch.access_logs, "follow this access log instead of the configured ones");
     cmd->add_option("--capture", watch.capture, "also append the raw kernel records and host samples to FILE");
+    cmd->add_option("--syscall-probes", watch.syscall_probes,
+                    "on-demand (default: attach connect()/socket() probes when nginx first reports such a "
+                    "failure; they slow every syscall on the host) or always")
+        ->check(CLI::IsMember({"on-demand", "always"}));
     cmd->add_option("--perfetto", watch.perfetto, "also write a Perfetto trace (ui.perfetto.dev) to FILE");
   };
   add_watch_options(watch_cmd);

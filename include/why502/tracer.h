@@ -17,6 +17,10 @@ struct TracerOptions {
   std::vector<std::string> comms;   // processes with these names, now and when they exec later
   uint32_t host_records_per_sec = 2000; // per CPU, for drops/resets/exits
   bool mount_tracefs = true;        // mount /sys/kernel/tracing if absent (syscall tracepoints)
+  // Enabling any syscall tracepoint sends every syscall of every process on the host through the
+  // kernel's slow path (bench/: most of why502's cost to nginx). On demand, the syscall programs
+  // are loaded and verified at start but attached only by arm_syscall_probes().
+  bool syscall_probes_on_demand = false;
 };
 
 // What happened to one BPF program at start-up.
@@ -26,6 +30,8 @@ struct ProgramStatus {
   bool attached = false;
   std::string problem;    // why not, in plain words
   std::vector<std::string> degraded_causes; // cause codes that lose evidence without it
+  bool syscall_probe = false; // a tp/syscalls program (can be armed on demand)
+  bool armed = false;         // attached right now
 };
 
 // Losses counted in the kernel (summed over CPUs) and in userspace.
@@ -56,6 +62,12 @@ public:
   const std::vector<ProgramStatus> &programs() const;
   // Cause codes with less evidence on this host (programs that did not attach).
   std::vector<std::string> degraded_causes() const;
+
+  // Attach / detach the syscall programs (connect/socket/accept errors). arm returns true when it
+  // attached something now.
+  bool arm_syscall_probes();
+  void disarm_syscall_probes();
+  bool syscall_probes_armed() const;
 
   // Adds a process (and its existing descendants) to the watched set.
   void watch_pid(uint32_t pid);

@@ -40,6 +40,7 @@ struct WatchCommandOptions {
   std::vector<std::string> access_logs;
   std::string capture; // also record the raw inputs for `analyze`
   std::string perfetto; // also write a Perfetto trace here
+  std::string syscall_probes = "on-demand"; // or "always"
 };
 int run_watch(const WatchCommandOptions &opts);
 

@@ -19,6 +19,7 @@ int run_watch(const WatchCommandOptions &opts) {
   wopts.error_logs = opts.error_logs;
   wopts.access_logs = opts.access_logs;
   wopts.capture_path = opts.capture;
+  wopts.syscall_probes_always = opts.syscall_probes == "always";
   Watcher watcher(wopts);
   std::unique_ptr<sinks::PerfettoExporter> trace; // --perfetto: record alongside
   if (!opts.perfetto.empty()) {

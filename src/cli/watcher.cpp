@@ -27,6 +27,8 @@ int64_t wall_now_ns() {
 
 // How often logs are read; verdicts wait seconds for their log lines anyway.
 constexpr int64_t kLogDrainIntervalNs = 200000000;
+// Syscall probes stay armed this long after the last failure that needed them.
+constexpr int64_t kSyscallProbeQuietNs = 600LL * 1000000000;
 
 bool is_failure(const KernelEvent &ev) {
   return std::holds_alternative<ConnFail>(ev.record) || std::holds_alternative<SyscallErr>(ev.record);
@@ -58,6 +60,7 @@ struct Watcher::Impl {
   FILE *capture = nullptr;
   int64_t last_sample_ns = 0;
   int64_t last_drain_ns = 0;
+  int64_t last_syscall_need_ns = 0;
   int64_t last_rescan_ns = 0;
   std::function<void(const KernelEvent &)> kernel_cb;
   std::function<void(const HostSample &)> sample_cb;
@@ -163,14 +166,46 @@ struct Watcher::Impl {
       });
     for (auto &[path, t] : error_tails)
       t.tailer->drain([&](std::string_view line, bool) {
-        if (auto l = nginx::parse_error_line(line, error_stats))
+        if (auto l = nginx::parse_error_line(line, error_stats)) {
+          if (needs_syscall_probes(*l))
+            arm_syscall_probes();
           correlator->add_error_line(*l, l->epoch * 1000000000LL);
+        }
       });
     for (const auto &[line, when] : access_lines) {
       correlator->add_access_line(line, when);
       if (access_cb)
         access_cb(line, when);
     }
+  }
+
+  // Failures only the syscall programs see (nothing changes TCP state): nginx names them first,
+  // from then on the kernel's record joins the verdicts.
+  static bool needs_syscall_probes(const nginx::ErrorLogLine &l) {
+    if (!l.err)
+      return false;
+    int e = *l.err;
+    if (l.failure == nginx::UpstreamFailure::socket_failed || l.syscall == "accept4" || l.syscall == "accept")
+      return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+    if (l.failure != nginx::UpstreamFailure::connect_failed)
+      return false;
+    bool unix_socket = l.upstream_address.rfind("unix:", 0) == 0;
+    return e == EAGAIN || e == EADDRNOTAVAIL || e == EPERM || e == EACCES || e == ENETUNREACH ||
+           e == EHOSTUNREACH || (unix_socket && (e == ECONNREFUSED || e == ENOENT));
+  }
+
+  void arm_syscall_probes() {
+    last_syscall_need_ns = wall_now_ns();
+    if (tracer->arm_syscall_probes())
+      spdlog::info("syscall probes armed: nginx reported a connect()/socket() failure");
+  }
+
+  // Disarmed again after a quiet period, so a host returns to full speed.
+  void maybe_disarm(int64_t now) {
+    if (opts.syscall_probes_always || !tracer->syscall_probes_armed())
+      return;
+    if (now - last_syscall_need_ns > kSyscallProbeQuietNs)
+      tracer->disarm_syscall_probes();
   }
 
   void rescan(int64_t now) {
@@ -207,6 +242,7 @@ Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
     topts.pids.push_back(inst.master_pid);
   if (!opts.nginx_pid)
     topts.comms = {"nginx"}; // an nginx started later is watched from its exec
+  topts.syscall_probes_on_demand = !opts.syscall_probes_always;
   m.tracer = std::make_unique<Tracer>(topts);
 
   pid_t netns_pid = m.instances.front().workers.empty() ? m.instances.front().master_pid
@@ -262,8 +298,10 @@ std::vector<Verdict> Watcher::step(int timeout_ms) {
   }
   if (now - m.last_sample_ns >= int64_t(m.opts.sample_interval_s * 1e9))
     m.sample(now);
-  if (now - m.last_rescan_ns >= 1000000000)
+  if (now - m.last_rescan_ns >= 1000000000) {
     m.rescan(now);
+    m.maybe_disarm(now);
+  }
   return m.correlator->advance(now);
 }
 
@@ -285,6 +323,12 @@ LossCounters Watcher::losses() const { return impl_->tracer->losses(); }
 
 std::vector<uint32_t> Watcher::nginx_pids() const { return impl_->tracer->watched_pids(); }
 
+static std::string opts_syscall_mode(const Watcher::Impl &m) {
+  if (m.opts.syscall_probes_always)
+    return "always";
+  return m.tracer->syscall_probes_armed() ? "on-demand (armed)" : "on-demand";
+}
+
 json Watcher::start_json() const {
   const auto &m = *impl_;
   json masters = json::array();
@@ -305,6 +349,7 @@ json Watcher::start_json() const {
           {"error_logs", errors},
           {"access_logs", accesses},
           {"degraded_causes", m.tracer->degraded_causes()},
+          {"syscall_probes", opts_syscall_mode(m)},
           {"notes", m.notes}};
 }
 
@@ -324,6 +369,7 @@ std::string Watcher::describe() const {
     out += "  access log " + p + " (format " + t.format_name + ")\n";
   for (const auto &c : m.tracer->degraded_causes())
     out += "  degraded: " + c + "\n";
+  out += "  syscall probes: " + opts_syscall_mode(m) + "\n";
   for (const auto &n : m.notes)
     out += "  note: " + n + "\n";
   return out;

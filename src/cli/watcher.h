@@ -24,6 +24,9 @@ struct WatchOptions {
   std::vector<std::string> access_logs; // override discovery
   std::string capture_path;             // also write the raw inputs (kernel records, host samples) here
   double sample_interval_s = 0.5;
+  // Attach the syscall programs from the start instead of when nginx first reports a failure
+  // only they can see (they slow every syscall on the host while attached).
+  bool syscall_probes_always = false;
 };
 
 class Watcher {
@@ -48,8 +51,9 @@ public:
   std::string describe() const;      // the same, for people
   std::vector<uint32_t> nginx_pids() const;
 
-private:
   struct Impl;
+
+private:
   std::unique_ptr<Impl> impl_;
 };
 

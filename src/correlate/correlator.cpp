@@ -329,6 +329,15 @@ void Correlator::add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns
 }
 
 void Correlator::add_access_line(const nginx::AccessLogLine &line, int64_t wall_ns) {
+  // With $upstream_status logged, a line whose attempts all succeeded belongs to a request that
+  // never failed: it must not close (and "recover") a failed request that had the same text.
+  if (!line.upstream.empty()) {
+    bool failed_attempt = false;
+    for (const auto &a : line.upstream)
+      failed_attempt |= !a.status || *a.status >= 500;
+    if (!failed_attempt)
+      return;
+  }
   // The oldest open request this line closes: same worker/connection when logged, else same request text.
   for (auto &r : impl_->requests) {
     if (r->access_seen)

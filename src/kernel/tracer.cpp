@@ -193,7 +193,20 @@ struct LinkDeleter {
 struct Tracer::Impl {
   std::unique_ptr<why502_bpf, SkeletonDeleter> skel;
   std::unique_ptr<ring_buffer, RingBufferDeleter> rb;
-  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+  std::map<std::string, std::unique_ptr<bpf_link, LinkDeleter>> links; // by program name
+
+  bool attach(ProgramStatus &st) {
+    bpf_program *prog = bpf_object__find_program_by_name(skel->obj, st.program.c_str());
+    bpf_link *link = bpf_program__attach(prog);
+    if (!link) {
+      st.attached = false;
+      st.problem = std::string("attach failed: ") + strerror(errno);
+      return false;
+    }
+    links[st.program].reset(link);
+    st.armed = true;
+    return true;
+  }
   std::vector<ProgramStatus> programs;
   const std::function<void(const KernelEvent &)> *sink = nullptr;
   int64_t boot_to_wall = 0;
@@ -229,7 +242,15 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
   if (opts.comms.size() > WHY502_MAX_COMM_FILTERS)
     throw Error("at most " + std::to_string(WHY502_MAX_COMM_FILTERS) + " --comm names are supported");
 
-  impl_->skel.reset(why502_bpf__open());
+  // With --verbose, a verifier log big enough to show why a program was refused.
+  LIBBPF_OPTS(bpf_object_open_opts, open_opts);
+  static std::vector<char> verifier_log;
+  if (spdlog::should_log(spdlog::level::trace)) {
+    verifier_log.resize(64 << 20);
+    open_opts.kernel_log_buf = verifier_log.data();
+    open_opts.kernel_log_size = verifier_log.size();
+  }
+  impl_->skel.reset(why502_bpf__open_opts(&open_opts));
   if (!impl_->skel)
     throw Error(std::string("cannot open the BPF object: ") + strerror(errno));
   auto *skel = impl_->skel.get();
@@ -256,24 +277,25 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
     }
   }
 
-  if (int err = why502_bpf__load(skel); err)
+  if (int err = why502_bpf__load(skel); err) {
+    if (!verifier_log.empty()) {
+      std::string_view log(verifier_log.data(), strnlen(verifier_log.data(), verifier_log.size()));
+      spdlog::debug("verifier log (tail):\n{}", log.substr(log.size() > 8192 ? log.size() - 8192 : 0));
+    }
     throw Error(std::string("the kernel refused the BPF programs (") + strerror(-err) +
                 "); run with --verbose for the verifier log");
+  }
 
   for (auto &st : impl_->programs) {
     if (!st.attached)
       continue;
-    bpf_program *prog = bpf_object__find_program_by_name(skel->obj, st.program.c_str());
-    bpf_link *link = bpf_program__attach(prog);
-    if (!link) {
-      int err = errno;
-      st.attached = false;
-      st.problem = std::string("attach failed: ") + strerror(err);
-      if (st.program == "on_inet_sock_set_state")
-        throw Error("cannot attach to sock:inet_sock_set_state: " + std::string(strerror(err)));
+    st.syscall_probe = st.tracepoint.rfind("tp/syscalls/", 0) == 0;
+    if (st.syscall_probe && opts.syscall_probes_on_demand) {
+      st.armed = false; // loaded and verified; attached by arm_syscall_probes()
       continue;
     }
-    impl_->links.emplace_back(link);
+    if (!impl_->attach(st) && st.program == "on_inet_sock_set_state")
+      throw Error("cannot attach to sock:inet_sock_set_state: " + st.problem);
   }
 
   impl_->rb.reset(ring_buffer__new(bpf_map__fd(skel->maps.events), &Impl::on_record, impl_.get(), nullptr));
@@ -297,6 +319,29 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
 }
 
 Tracer::~Tracer() = default;
+
+bool Tracer::arm_syscall_probes() {
+  bool armed_now = false;
+  for (auto &st : impl_->programs)
+    if (st.syscall_probe && st.attached && !st.armed)
+      armed_now |= impl_->attach(st);
+  return armed_now;
+}
+
+void Tracer::disarm_syscall_probes() {
+  for (auto &st : impl_->programs)
+    if (st.syscall_probe && st.armed) {
+      impl_->links.erase(st.program); // bpf_link__destroy detaches
+      st.armed = false;
+    }
+}
+
+bool Tracer::syscall_probes_armed() const {
+  for (const auto &st : impl_->programs)
+    if (st.syscall_probe && st.armed)
+      return true;
+  return false;
+}
 
 const std::vector<ProgramStatus> &Tracer::programs() const { return impl_->programs; }
 

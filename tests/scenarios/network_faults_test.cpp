@@ -98,6 +98,35 @@ TEST_F(NetScenario, EphemeralPortsExhausted) {
     EXPECT_EVIDENCE(v, "syscall_error", e.value("errno", 0) == EADDRNOTAVAIL && e.value("syscall", "") == "connect");
 }
 
+// The default --syscall-probes on-demand: the first EADDRNOTAVAIL is named from nginx's errno alone
+// (no syscall program attached yet: they slow every syscall on the host); that line arms the probes,
+// and later failures carry the kernel's syscall_error record.
+TEST_F(NetScenario, SyscallProbesArmOnDemand) {
+  auto &app = start_app();
+  start_nginx(proxy_config("http://" + app.address()));
+  Sysctl range("net.ipv4.ip_local_port_range", "40000 40001");
+  IdleConnections pin(app.address(), 2);
+  ASSERT_EQ(pin.local_ports().size(), 2u);
+  start_watch({}); // the default mode
+  drive("/", 1, 2);
+  ASSERT_NO_FATAL_FAILURE(expect_nginx_failed(502, "(99: Cannot assign requested address) while connecting to upstream"));
+  sleep_for(1.0); // the watcher reads the log (200 ms) and arms
+  drive("/", 1, 2);
+  auto verdicts = finish_watch();
+  if (!watching())
+    return;
+  auto vs = expect_verdicts(verdicts, "ephemeral_ports_exhausted", app.address());
+  ASSERT_EQ(vs.size(), 2u) << dump(verdicts);
+  auto has_syscall = [](const nlohmann::json &v) {
+    for (const auto &e : v["evidence"])
+      if (e.value("event", "") == "syscall_error" && e.value("errno", 0) == EADDRNOTAVAIL)
+        return true;
+    return false;
+  };
+  EXPECT_FALSE(has_syscall(vs[0])) << vs[0].dump();
+  EXPECT_TRUE(has_syscall(vs[1])) << vs[1].dump();
+}
+
 // Retries that succeed are not failures: server A refuses, nginx retries B, the client gets 200.
 TEST_F(NetScenario, SuccessfulRetryHasNoVerdict) {
   auto &app = start_app();

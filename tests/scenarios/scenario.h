@@ -170,9 +170,11 @@ protected:
   Nginx &nginx() { return *nginx_; }
 
   // Starts why502 (unless disabled). Call after nginx and the upstream are up, before the fault.
-  void start_watch() {
+  // Syscall probes are attached from the start, so every verdict of a syscall-level fault carries
+  // the kernel's record; the on-demand default has its own scenario.
+  void start_watch(std::vector<std::string> extra = {"--syscall-probes", "always"}) {
     if (!watch_disabled())
-      watch_ = std::make_unique<Watch>(dir(), nginx_->master_pid());
+      watch_ = std::make_unique<Watch>(dir(), nginx_->master_pid(), std::move(extra));
   }
 
   // Sequential GETs until `want` responses are 502/504 (or `cap` requests were sent).
