@@ -127,3 +127,40 @@ TEST_F(MoreScenario, KeepaliveResetsAreAttributedPerRequest) {
     return;
   expect_verdicts(verdicts, "connection_reset", app.address());
 }
+
+// A capture recorded live (`watch --capture`) replayed offline with `analyze` and the same logs
+// gives the same verdicts: same causes, upstreams, workers and statuses, in the same order.
+TEST_F(MoreScenario, AnalyzeReplaysTheCaptureToTheSameVerdicts) {
+  auto &app = start_app();
+  start_nginx(proxy_config("http://" + app.address()));
+  const std::string capture = dir() + "/capture.jsonl";
+  start_watch({"--syscall-probes", "always", "--capture", capture});
+  drive("/reset", 2, 2);
+  drive("/close_early", 1, 1);
+  drive("/crash", 1, 1);
+  ASSERT_NO_FATAL_FAILURE(expect_nginx_failed(502, "(104: Connection reset by peer)", 2));
+  auto live = finish_watch();
+  if (!watching())
+    return;
+  auto key = [](const nlohmann::json &v) {
+    return v["cause"].get<std::string>() + " " + v["upstream"].get<std::string>() + " " +
+           std::to_string(v["nginx_pid"].get<uint32_t>()) + " " + v["status"].dump();
+  };
+  std::vector<std::string> want;
+  for (const auto &v : live)
+    if (v.value("type", "") == "verdict")
+      want.push_back(key(v));
+  ASSERT_EQ(want.size(), 4u) << dump(live);
+
+  auto r = run_command({WHY502_BINARY, "analyze", capture, "--error-log", nginx().error_log(), "--access-log",
+                        nginx().access_log(), "--access-format", kAccessLogFormat, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<std::string> got;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("type", "") == "verdict")
+      got.push_back(key(j));
+  }
+  EXPECT_EQ(got, want) << r.output;
+}

@@ -1,5 +1,6 @@
 // Faults of real upstream servers: python and gunicorn OOM-killed in a memory cgroup, php-fpm's
 // unix-socket backlog overflowing.
+#include "perfetto_decode.h"
 #include "scenario.h"
 
 using namespace why502::scenario;
@@ -31,7 +32,8 @@ TEST_F(RealScenario, PythonUpstreamOomKilled) {
   cg.add(py.pid());
   start_nginx(proxy_config("http://" + upstream, "1s", "20s"));
   ASSERT_EQ(http_get("127.0.0.1", nginx().port(), "/", 3.0).status, 200);
-  start_watch();
+  const std::string trace = dir() + "/oom.pftrace";
+  start_watch({"--syscall-probes", "always", "--perfetto", trace});
   HttpResult r = http_get("127.0.0.1", nginx().port(), "/alloc", 20.0);
   EXPECT_EQ(r.status, 502);
   ASSERT_TRUE(py.wait(5.0));
@@ -40,10 +42,36 @@ TEST_F(RealScenario, PythonUpstreamOomKilled) {
   auto verdicts = finish_watch();
   if (!watching())
     return;
+  uint32_t worker = 0;
   for (auto &v : expect_verdicts(verdicts, "upstream_oom_killed", upstream)) {
     EXPECT_EQ(v["upstream_process"].value("pid", 0), py.pid()) << v.dump();
     EXPECT_EVIDENCE(v, "oom_kill", e.value("pid", 0) == py.pid());
+    worker = v["nginx_pid"].get<uint32_t>();
   }
+
+  // The same run as a Perfetto timeline (issue 5): the worker's failed-connection slice, the OOM
+  // instant on the upstream process's track, and the 502 instant with an arrow from the OOM kill.
+  DECODE_OR_FAIL(t, trace);
+  const auto *worker_track = t.process(int(worker));
+  ASSERT_NE(worker_track, nullptr) << t.text;
+  bool slice = false;
+  for (const auto *e : t.named(upstream + " fin_before_data"))
+    slice |= e->type == "TYPE_SLICE_BEGIN" && t.tracks.at(e->track).parent == worker_track->uuid;
+  EXPECT_TRUE(slice) << "no failed-connection slice under worker " << worker;
+  const auto *victim = t.process(py.pid());
+  ASSERT_NE(victim, nullptr) << "no track for the upstream process " << py.pid();
+  std::vector<uint64_t> oom_flows;
+  for (const auto *e : t.named("oom_kill")) {
+    EXPECT_EQ(e->track, victim->uuid);
+    oom_flows.insert(oom_flows.end(), e->flows.begin(), e->flows.end());
+  }
+  ASSERT_FALSE(oom_flows.empty()) << "no oom_kill instant with a flow";
+  const auto v502 = t.named("502 upstream_oom_killed");
+  ASSERT_EQ(v502.size(), 1u);
+  bool arrow = false;
+  for (uint64_t f : v502[0]->terminating)
+    arrow |= std::find(oom_flows.begin(), oom_flows.end(), f) != oom_flows.end();
+  EXPECT_TRUE(arrow) << "the 502 instant has no arrow from the OOM kill";
 }
 
 // 2b. gunicorn (master + 1 worker) in a 160 MiB cgroup: the worker serving nginx is OOM-killed;
