@@ -57,6 +57,10 @@ inline std::string unquote(const std::string &v) {
       out += static_cast<char>(val);
     } else if (c == 'n') {
       out += '\n';
+    } else if (c == 't') {
+      out += '\t';
+    } else if (c == 'r') {
+      out += '\r';
     } else {
       out += c;
     }

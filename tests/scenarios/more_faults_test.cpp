@@ -6,19 +6,7 @@ using namespace why502::scenario;
 
 namespace {
 
-class MoreScenario : public ScenarioTest {
-protected:
-  std::unique_ptr<AppServer> app_;
-  AppServer &start_app(AppServerOptions o = {}) {
-    app_ = std::make_unique<AppServer>(o);
-    return *app_;
-  }
-  void TearDown() override {
-    ScenarioTest::TearDown();
-    app_.reset();
-  }
-  std::string port_of(const AppServer &a) { return std::to_string(a.port()); }
-};
+class MoreScenario : public AppServerScenario {};
 
 } // namespace
 

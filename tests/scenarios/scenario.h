@@ -299,4 +299,19 @@ protected:
     EXPECT_TRUE(_found) << "no " << (event) << " evidence matching " #pred " in " << (verdict).dump();          \
   } while (0)
 
+// A scenario with one built-in upstream (AppServer), stopped after nginx in TearDown.
+class AppServerScenario : public ScenarioTest {
+protected:
+  std::unique_ptr<AppServer> app_;
+  AppServer &start_app(AppServerOptions o = {}) {
+    app_ = std::make_unique<AppServer>(o);
+    return *app_;
+  }
+  void TearDown() override {
+    ScenarioTest::TearDown();
+    app_.reset();
+  }
+  std::string port_of(const AppServer &a) { return std::to_string(a.port()); }
+};
+
 } // namespace why502::scenario

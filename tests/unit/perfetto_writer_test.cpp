@@ -17,6 +17,8 @@
 
 #include "why502/perfetto.h"
 
+#include "perfetto_decode.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -24,84 +26,9 @@ using namespace why502::perfetto;
 
 // ---- protoc text format -> tree -----------------------------------------------
 
-struct Node {
-  std::string key, value;
-  std::vector<Node> kids;
-
-  const Node *child(const std::string &k) const {
-    for (const Node &n : kids)
-      if (n.key == k)
-        return &n;
-    return nullptr;
-  }
-  std::vector<const Node *> all(const std::string &k) const {
-    std::vector<const Node *> out;
-    for (const Node &n : kids)
-      if (n.key == k)
-        out.push_back(&n);
-    return out;
-  }
-  bool has(const std::string &k) const { return child(k) != nullptr; }
-  uint64_t u(const std::string &k) const {
-    const Node *n = child(k);
-    return n ? std::stoull(n->value) : 0;
-  }
-  std::string s(const std::string &k) const {
-    const Node *n = child(k);
-    return n ? n->value : std::string();
-  }
-};
-
-std::string unquote(const std::string &v) {
-  if (v.size() < 2 || v.front() != '"')
-    return v;
-  std::string out;
-  for (size_t i = 1; i + 1 < v.size(); ++i) {
-    if (v[i] != '\\') {
-      out += v[i];
-      continue;
-    }
-    const char c = v[++i];
-    if (c >= '0' && c <= '7') { // protoc escapes non-printables as \ooo
-      int val = 0, n = 0;
-      while (n < 3 && i < v.size() - 1 && v[i] >= '0' && v[i] <= '7')
-        val = val * 8 + (v[i++] - '0'), ++n;
-      --i;
-      out += static_cast<char>(val);
-    } else if (c == 'n')
-      out += '\n';
-    else if (c == 't')
-      out += '\t';
-    else if (c == 'r')
-      out += '\r';
-    else
-      out += c;
-  }
-  return out;
-}
-
-Node parse_text_format(const std::string &text) {
-  Node root;
-  std::vector<Node *> stack{&root};
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    const size_t b = line.find_first_not_of(' ');
-    if (b == std::string::npos)
-      continue;
-    line = line.substr(b);
-    if (line == "}") {
-      stack.pop_back();
-    } else if (line.size() > 2 && line.ends_with(" {")) {
-      stack.back()->kids.push_back(Node{line.substr(0, line.size() - 2), {}, {}});
-      stack.push_back(&stack.back()->kids.back());
-    } else {
-      const size_t colon = line.find(": ");
-      stack.back()->kids.push_back(Node{line.substr(0, colon), unquote(line.substr(colon + 2)), {}});
-    }
-  }
-  return root;
-}
+// protoc's text format as a tree: tests/common/perfetto_decode.h (shared by every tier).
+using why502::pftrace::Node;
+using why502::pftrace::parse_text_format;
 
 std::string find_protoc() {
   if (const char *env = std::getenv("WHY502_PROTOC"); env && *env)
@@ -116,7 +43,7 @@ std::string find_protoc() {
   return {};
 }
 
-fs::path proto_dir() { return fs::path(WHY502_FIXTURES).parent_path().parent_path() / "proto"; }
+using why502::pftrace::proto_dir;
 
 struct Decoded {
   bool ok = false;
@@ -317,6 +244,8 @@ protected:
   fs::path dir_;
 };
 
+// This file's traces are raw packet trees, not the shared decoder's tracks/events.
+#undef DECODE_OR_FAIL
 #define DECODE_OR_FAIL(var, path)                                                                                      \
   const Decoded var = decode(path);                                                                                    \
   ASSERT_TRUE(var.ok) << var.error
