@@ -146,7 +146,7 @@ TEST(RecordCli, NoListenerGivesSliceVerdictAndResolvedFlow) {
   if (geteuid() != 0)
     GTEST_SKIP() << "needs root";
   if (access("/usr/sbin/nginx", X_OK) != 0)
-    GTEST_SKIP() << "needs /usr/sbin/nginx";
+    FAIL() << "needs /usr/sbin/nginx (deploy/setup.sh installs it)";
   if (system("protoc --version >/dev/null 2>&1") != 0)
     FAIL() << "needs protoc (protobuf-compiler; deploy/setup.sh installs it)";
 

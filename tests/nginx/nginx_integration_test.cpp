@@ -90,7 +90,7 @@ protected:
     if (geteuid() != 0)
       GTEST_SKIP() << "needs root";
     if (access(nginx_bin(), X_OK) != 0)
-      GTEST_SKIP() << nginx_bin() << " not found";
+      FAIL() << nginx_bin() << " not found (deploy/setup.sh installs nginx)";
     char tmpl[] = "/tmp/why502-nginx-it-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
