@@ -141,8 +141,28 @@ struct Config {
   const Upstream *find_upstream(std::string_view name) const;
 };
 
-// Parses the stdout of `nginx -T`. Never throws; problems land in Config::warnings.
+// Parses the stdout of `nginx -T` (recorded fixtures, `analyze`). Never throws; problems land in
+// Config::warnings.
 Config parse_config(std::string_view dump, const ConfigParseOptions &opts = {});
+
+// Where parse_config_files reads a live config tree from (discovery: the target's own filesystem,
+// with its credentials). Implementations bound what they return; the parser bounds the total.
+class ConfigFileSource {
+public:
+  virtual ~ConfigFileSource() = default;
+  // Existing paths matching an absolute glob(7) pattern, sorted.
+  virtual std::vector<std::string> glob(const std::string &pattern) = 0;
+  // The text of one regular file, or why it cannot be read.
+  virtual Result<std::string> read(const std::string &path) = 0;
+};
+
+// The whole configuration, included files and all, is at most this large (include bombs).
+inline constexpr std::size_t kMaxConfigBytes = 64u * 1024 * 1024;
+
+// Reads and parses the configuration nginx itself would: `globals` (the master's -g) first, then
+// `main_file` with its includes expanded from `source`. nginx is never run. Never throws.
+Config parse_config_files(const std::string &main_file, std::string_view globals, ConfigFileSource &source,
+                          const ConfigParseOptions &opts = {});
 
 // Resolves a config path like nginx does: absolute stays, relative is joined to `prefix`.
 std::string resolve_path(std::string_view path, std::string_view prefix);
@@ -157,25 +177,42 @@ struct Worker {
 
 struct Instance {
   pid_t master_pid = 0;
+  uid_t master_uid = 0;
   std::vector<Worker> workers; // children of the master (worker, cache manager/loader excluded)
   std::vector<pid_t> helper_pids; // cache manager / cache loader
   std::string binary;             // /proc/PID/exe target (may end with " (deleted)")
   bool binary_deleted = false;
-  std::string exe_path;           // "/proc/PID/exe": always executable, even after an upgrade
+  std::string exe_path;           // "/proc/PID/exe": read (never executed) for compiled-in defaults
+  std::string version;            // "1.22.1", from the binary's own version string; may be empty
   std::vector<std::string> args;  // -c/-p/-g as recovered from the master's title
-  std::string config_path;
+  std::string config_path;        // in the master's filesystem
   std::string prefix;
-  std::string config_dump;  // raw `nginx -T` stdout
+  std::string globals;            // the -g directives
+  // The master sees another filesystem than why502 (a container): every path above, and the log
+  // paths in `config`, are paths in there, to be opened through base::TargetFs::of_process().
+  bool foreign_fs = false;
   std::string config_error; // why the config could not be read (Config then empty)
   Config config;
   unsigned long long start_time = 0; // /proc/PID/stat starttime (ticks), tells old from new master
 };
 
 struct DiscoverOptions {
-  bool read_config = true; // run `<exe> -T`
-  int command_timeout_ms = 10000;
+  bool read_config = true; // read the config files through /proc/PID/root (nginx is never run)
   std::string proc_root = "/proc";
+  // Without an explicit pid, only masters that run as root from a root-owned binary that nobody
+  // else can write are taken: any user can start a process titled "nginx: master process".
+  bool require_trusted_master = true;
 };
+
+// Why an nginx-looking master was not taken automatically, or "" when it may be.
+struct MasterTrust {
+  uid_t master_ruid = 0, master_euid = 0;
+  bool binary_known = false; // stat of /proc/PID/exe worked
+  uid_t binary_uid = 0;
+  gid_t binary_gid = 0;
+  unsigned binary_mode = 0;
+};
+std::string untrusted_master_reason(const MasterTrust &t);
 
 struct DiscoveryResult {
   std::vector<Instance> instances; // several during a binary upgrade (USR2), oldest first
