@@ -1,5 +1,5 @@
 // why502::nginx — everything why502 knows about nginx, without root and without libbpf:
-// process discovery, the `nginx -T` config model, log tailing, error.log and access.log parsing.
+// process discovery, the config model (read by why502, never by running nginx), log tailing, error.log and access.log parsing.
 //
 // Pure C++. Kernel code never includes this; the correlator consumes the parsed structs.
 #pragma once
@@ -50,7 +50,7 @@ struct ParseStats {
   void count(bool ok) { ok ? ++parsed : ++unparsed; }
 };
 
-// ───────────────────────────── config model (`nginx -T`) ─────────────────────────────
+// ───────────────────────────── config model ────────────────────────────────────────
 
 struct SourceLocation {
   std::string file; // from the "# configuration file X:" marker
@@ -172,6 +172,9 @@ std::string resolve_path(std::string_view path, std::string_view prefix);
 struct Worker {
   pid_t pid = 0;
   bool shutting_down = false; // "nginx: worker process is shutting down" (old generation after a reload)
+  // The pid nginx itself knows and logs ($pid, "PID#TID:"), in its own PID namespace (a container);
+  // equals `pid` when nginx shares why502's PID namespace.
+  pid_t ns_pid = 0;
   bool operator==(const Worker &) const = default;
 };
 
@@ -224,7 +227,7 @@ struct DiscoveryResult {
 Result<DiscoveryResult> discover(std::optional<pid_t> nginx_pid = std::nullopt,
                                  const DiscoverOptions &opts = {});
 
-// Fast re-scan of one master's children (no `nginx -T`): for following reloads.
+// Fast re-scan of one master's children (no config reading): for following reloads.
 std::vector<Worker> scan_workers(pid_t master_pid, const std::string &proc_root = "/proc");
 
 // Recovers -c/-p/-g from a master title such as

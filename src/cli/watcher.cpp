@@ -1,5 +1,6 @@
 #include "cli/watcher.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <ctime>
@@ -160,6 +161,8 @@ struct Watcher::Impl {
     for (auto &[path, t] : access_tails)
       t.tailer->drain([&](std::string_view line, bool) {
         if (auto l = t.parser.parse(line, access_stats)) {
+          if (l->pid)
+            l->pid = host_pid(*l->pid);
           int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
           access_lines.emplace_back(std::move(*l), when);
         }
@@ -167,6 +170,7 @@ struct Watcher::Impl {
     for (auto &[path, t] : error_tails)
       t.tailer->drain([&](std::string_view line, bool) {
         if (auto l = nginx::parse_error_line(line, error_stats)) {
+          l->pid = host_pid(l->pid);
           if (needs_syscall_probes(*l))
             arm_syscall_probes();
           correlator->add_error_line(*l, l->epoch * 1000000000LL);
@@ -177,6 +181,22 @@ struct Watcher::Impl {
       if (access_cb)
         access_cb(line, when);
     }
+  }
+
+  // nginx in its own PID namespace (a container) logs the pids it knows: map them to the pids the
+  // kernel reports, once per worker change. An unknown pid stays as it is (its kernel records then
+  // simply do not join).
+  std::map<pid_t, pid_t> ns_to_host_pid;
+  void map_namespace_pids(const nginx::WorkerTracker &t) {
+    for (const auto &w : t.workers())
+      if (w.ns_pid && w.ns_pid != w.pid)
+        ns_to_host_pid[w.ns_pid] = w.pid;
+    if (ns_to_host_pid.size() > 4096)
+      ns_to_host_pid.clear(); // a crash loop of workers: rebuilt at the next change
+  }
+  pid_t host_pid(pid_t logged) const {
+    auto it = ns_to_host_pid.find(logged);
+    return it == ns_to_host_pid.end() ? logged : it->second;
   }
 
   // Failures only the syscall programs see (nothing changes TCP state): nginx names them first,
@@ -214,13 +234,21 @@ struct Watcher::Impl {
       auto change = t->rescan();
       for (pid_t p : change.added)
         tracer->watch_pid(p); // fork-following already did this in the kernel; harmless and covers races
+      if (!change.added.empty() || !change.removed.empty())
+        map_namespace_pids(*t);
       if (change.reloaded) {
-        // A reload may have changed log paths: read the config again.
+        // A reload may have changed log paths: read the config again. The new reading replaces
+        // the old one (state stays bounded however often nginx reloads).
         auto again = nginx::discover(t->master_pid());
         if (again)
           for (auto &inst : again->instances) {
             add_logs_from(inst);
-            instances.push_back(std::move(inst));
+            auto same = std::find_if(instances.begin(), instances.end(),
+                                     [&](const nginx::Instance &i) { return i.master_pid == inst.master_pid; });
+            if (same != instances.end())
+              *same = std::move(inst);
+            else
+              instances.push_back(std::move(inst));
           }
       }
     }
@@ -255,10 +283,12 @@ Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
     m.add_access_log(p, m.format_for_path(p));
   for (const auto &inst : m.instances) {
     if (!inst.config_error.empty())
-      m.notes.push_back("nginx -T failed for master " + std::to_string(inst.master_pid) + ": " + inst.config_error);
+      m.notes.push_back("cannot read the configuration of nginx master " + std::to_string(inst.master_pid) + ": " +
+                        inst.config_error);
     m.add_logs_from(inst);
     m.trackers.push_back(std::make_unique<nginx::WorkerTracker>(inst.master_pid));
     m.trackers.back()->rescan();
+    m.map_namespace_pids(*m.trackers.back());
   }
 
   CorrelatorOptions copts;

@@ -533,6 +533,11 @@ void apply_defaults(Builder &b) {
   if (!b.main_error_log && !local.default_error_log.empty()) {
     ErrorLogTarget t;
     t.path = resolve_path(local.default_error_log, local.prefix);
+    if (local.default_error_log == "stderr") { // Debian's build: --error-log-path=stderr
+      t.path = "stderr";
+      t.tailable = false;
+      t.not_tailable_reason = "logs to stderr";
+    }
     t.context = "main";
     t.where = {"(compiled-in default)", 0};
     cfg.error_logs.insert(cfg.error_logs.begin(), std::move(t));

@@ -1,4 +1,5 @@
-// Finding nginx from /proc and reading its config through `<exe> -T`.
+// Finding nginx from /proc and reading its config file by file through /proc/PID/root (the
+// target's binary is never run: see base/target_fs.h for how its files are read).
 //
 // nginx rewrites its argv into a title: "nginx: master process /usr/sbin/nginx -c X -g ...",
 // "nginx: worker process", "nginx: worker process is shutting down", "nginx: cache manager
@@ -48,6 +49,21 @@ struct ProcInfo {
   std::string title; // cmdline with NULs as spaces, trailing ones trimmed
   unsigned long long start = 0;
 };
+
+// The innermost pid of /proc/PID/status "NSpid:" (the pid in the process's own PID namespace).
+pid_t innermost_pid(const std::string &root, pid_t pid) {
+  std::istringstream status(read_small(root + "/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("NSpid:", 0) == 0) {
+      std::istringstream ids(line.substr(6));
+      long v = 0, last = 0;
+      while (ids >> v)
+        last = v;
+      return last > 0 ? static_cast<pid_t>(last) : pid;
+    }
+  return pid;
+}
 
 std::optional<ProcInfo> read_proc(const std::string &root, pid_t pid) {
   std::string base = root + "/" + std::to_string(pid);
@@ -307,7 +323,7 @@ std::vector<Worker> scan_workers(pid_t master_pid, const std::string &proc_root)
     if (p.ppid != master_pid)
       continue;
     if (starts_with(p.title, "nginx: worker process")) {
-      out.push_back({p.pid, p.title.find("shutting down") != std::string::npos});
+      out.push_back({p.pid, p.title.find("shutting down") != std::string::npos, innermost_pid(proc_root, p.pid)});
     }
   }
   std::sort(out.begin(), out.end(), [](auto &a, auto &b) { return a.pid < b.pid; });
