@@ -4,6 +4,7 @@
 // Pure C++. Kernel code never includes this; the correlator consumes the parsed structs.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -383,6 +384,10 @@ struct TailerOptions {
   // Watch writes (IN_MODIFY) so fd() wakes a poller on every new line. Off when the caller drains
   // on a timer: each inotify event costs the writer (nginx) time in its write() path.
   bool wake_on_write = true;
+  // How to open the path (flags as for open(2)); empty: open(2) in why502's own filesystem. Set for
+  // an nginx in another mount namespace (base::TargetFs::open), where inotify is not used either:
+  // such a log is only drained on a timer.
+  std::function<int(const std::string &path, int flags)> open_path;
 };
 
 struct TailerStats {
@@ -427,6 +432,8 @@ private:
     bool overflow = false;
     std::int64_t last_data_ms = 0;
   };
+  int open_path(int flags) const;
+  bool stat_path(struct stat &st) const;
   bool open_file(File &f, bool at_end);
   void close_file(File &f);
   void read_available(File &f, const LineCallback &cb, std::size_t &n);

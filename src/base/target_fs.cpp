@@ -141,9 +141,13 @@ TargetFs TargetFs::of_process(pid_t pid, const std::string &proc_root) {
     t.error_ = "cannot open " + t.root_label_ + ": " + std::strerror(errno);
     return t;
   }
-  struct stat theirs {}, ours{};
+  // Another mount namespace (a container, or systemd's PrivateTmp=) or another root (chroot):
+  // either way the same path may name another file there.
+  struct stat theirs {}, ours{}, their_ns{}, our_ns{};
   if (fstat(t.root_fd_, &theirs) == 0 && stat("/", &ours) == 0)
     t.foreign_ = theirs.st_dev != ours.st_dev || theirs.st_ino != ours.st_ino;
+  if (stat((base + "/ns/mnt").c_str(), &their_ns) == 0 && stat("/proc/self/ns/mnt", &our_ns) == 0)
+    t.foreign_ = t.foreign_ || their_ns.st_ino != our_ns.st_ino || their_ns.st_dev != our_ns.st_dev;
   return t;
 }
 
