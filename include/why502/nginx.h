@@ -1,9 +1,10 @@
 // why502::nginx — everything why502 knows about nginx, without root and without libbpf:
-// process discovery, the `nginx -T` config model, log tailing, error.log and access.log parsing.
+// process discovery, the config model (read by why502, never by running nginx), log tailing, error.log and access.log parsing.
 //
 // Pure C++. Kernel code never includes this; the correlator consumes the parsed structs.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -50,7 +51,7 @@ struct ParseStats {
   void count(bool ok) { ok ? ++parsed : ++unparsed; }
 };
 
-// ───────────────────────────── config model (`nginx -T`) ─────────────────────────────
+// ───────────────────────────── config model ────────────────────────────────────────
 
 struct SourceLocation {
   std::string file; // from the "# configuration file X:" marker
@@ -141,8 +142,28 @@ struct Config {
   const Upstream *find_upstream(std::string_view name) const;
 };
 
-// Parses the stdout of `nginx -T`. Never throws; problems land in Config::warnings.
+// Parses the stdout of `nginx -T` (recorded fixtures, `analyze`). Never throws; problems land in
+// Config::warnings.
 Config parse_config(std::string_view dump, const ConfigParseOptions &opts = {});
+
+// Where parse_config_files reads a live config tree from (discovery: the target's own filesystem,
+// with its credentials). Implementations bound what they return; the parser bounds the total.
+class ConfigFileSource {
+public:
+  virtual ~ConfigFileSource() = default;
+  // Existing paths matching an absolute glob(7) pattern, sorted.
+  virtual std::vector<std::string> glob(const std::string &pattern) = 0;
+  // The text of one regular file, or why it cannot be read.
+  virtual Result<std::string> read(const std::string &path) = 0;
+};
+
+// The whole configuration, included files and all, is at most this large (include bombs).
+inline constexpr std::size_t kMaxConfigBytes = 64u * 1024 * 1024;
+
+// Reads and parses the configuration nginx itself would: `globals` (the master's -g) first, then
+// `main_file` with its includes expanded from `source`. nginx is never run. Never throws.
+Config parse_config_files(const std::string &main_file, std::string_view globals, ConfigFileSource &source,
+                          const ConfigParseOptions &opts = {});
 
 // Resolves a config path like nginx does: absolute stays, relative is joined to `prefix`.
 std::string resolve_path(std::string_view path, std::string_view prefix);
@@ -152,30 +173,50 @@ std::string resolve_path(std::string_view path, std::string_view prefix);
 struct Worker {
   pid_t pid = 0;
   bool shutting_down = false; // "nginx: worker process is shutting down" (old generation after a reload)
+  // The pid nginx itself knows and logs ($pid, "PID#TID:"), in its own PID namespace (a container);
+  // equals `pid` when nginx shares why502's PID namespace.
+  pid_t ns_pid = 0;
   bool operator==(const Worker &) const = default;
 };
 
 struct Instance {
   pid_t master_pid = 0;
+  uid_t master_uid = 0;
   std::vector<Worker> workers; // children of the master (worker, cache manager/loader excluded)
   std::vector<pid_t> helper_pids; // cache manager / cache loader
   std::string binary;             // /proc/PID/exe target (may end with " (deleted)")
   bool binary_deleted = false;
-  std::string exe_path;           // "/proc/PID/exe": always executable, even after an upgrade
+  std::string exe_path;           // "/proc/PID/exe": read (never executed) for compiled-in defaults
+  std::string version;            // "1.22.1", from the binary's own version string; may be empty
   std::vector<std::string> args;  // -c/-p/-g as recovered from the master's title
-  std::string config_path;
+  std::string config_path;        // in the master's filesystem
   std::string prefix;
-  std::string config_dump;  // raw `nginx -T` stdout
+  std::string globals;            // the -g directives
+  // The master sees another filesystem than why502 (a container): every path above, and the log
+  // paths in `config`, are paths in there, to be opened through base::TargetFs::of_process().
+  bool foreign_fs = false;
   std::string config_error; // why the config could not be read (Config then empty)
   Config config;
   unsigned long long start_time = 0; // /proc/PID/stat starttime (ticks), tells old from new master
 };
 
 struct DiscoverOptions {
-  bool read_config = true; // run `<exe> -T`
-  int command_timeout_ms = 10000;
+  bool read_config = true; // read the config files through /proc/PID/root (nginx is never run)
   std::string proc_root = "/proc";
+  // Without an explicit pid, only masters that run as root from a root-owned binary that nobody
+  // else can write are taken: any user can start a process titled "nginx: master process".
+  bool require_trusted_master = true;
 };
+
+// Why an nginx-looking master was not taken automatically, or "" when it may be.
+struct MasterTrust {
+  uid_t master_ruid = 0, master_euid = 0;
+  bool binary_known = false; // stat of /proc/PID/exe worked
+  uid_t binary_uid = 0;
+  gid_t binary_gid = 0;
+  unsigned binary_mode = 0;
+};
+std::string untrusted_master_reason(const MasterTrust &t);
 
 struct DiscoveryResult {
   std::vector<Instance> instances; // several during a binary upgrade (USR2), oldest first
@@ -187,7 +228,7 @@ struct DiscoveryResult {
 Result<DiscoveryResult> discover(std::optional<pid_t> nginx_pid = std::nullopt,
                                  const DiscoverOptions &opts = {});
 
-// Fast re-scan of one master's children (no `nginx -T`): for following reloads.
+// Fast re-scan of one master's children (no config reading): for following reloads.
 std::vector<Worker> scan_workers(pid_t master_pid, const std::string &proc_root = "/proc");
 
 // Recovers -c/-p/-g from a master title such as
@@ -343,6 +384,10 @@ struct TailerOptions {
   // Watch writes (IN_MODIFY) so fd() wakes a poller on every new line. Off when the caller drains
   // on a timer: each inotify event costs the writer (nginx) time in its write() path.
   bool wake_on_write = true;
+  // How to open the path (flags as for open(2)); empty: open(2) in why502's own filesystem. Set for
+  // an nginx in another mount namespace (base::TargetFs::open), where inotify is not used either:
+  // such a log is only drained on a timer.
+  std::function<int(const std::string &path, int flags)> open_path;
 };
 
 struct TailerStats {
@@ -387,6 +432,8 @@ private:
     bool overflow = false;
     std::int64_t last_data_ms = 0;
   };
+  int open_path(int flags) const;
+  bool stat_path(struct stat &st) const;
   bool open_file(File &f, bool at_end);
   void close_file(File &f);
   void read_available(File &f, const LineCallback &cb, std::size_t &n);

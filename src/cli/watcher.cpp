@@ -1,5 +1,6 @@
 #include "cli/watcher.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <ctime>
@@ -9,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/target_fs.h"
 #include "why502/error.h"
 #include "why502/host.h"
 #include "why502/nginx.h"
@@ -74,55 +76,78 @@ struct Watcher::Impl {
       throw Error("cannot write the capture file " + opts.capture_path + ": " + strerror(errno));
   }
 
+  // Notes are deduplicated and capped: a reload re-reads the config, and a config with many
+  // unreadable includes must not grow the start line without bound.
+  void add_note(std::string note) {
+    if (notes.size() < 100 && std::find(notes.begin(), notes.end(), note) == notes.end())
+      notes.push_back(std::move(note));
+  }
+
   void add_logs_from(const nginx::Instance &inst) {
+    for (std::size_t i = 0; i < inst.config.warnings.size() && i < 5; ++i)
+      add_note("nginx config of master " + std::to_string(inst.master_pid) + ": " + inst.config.warnings[i]);
     if (!opts.error_logs.empty() || !opts.access_logs.empty())
       return; // overrides replace discovery
+    // A master in another mount namespace (a container) writes paths of its own filesystem.
+    std::shared_ptr<const base::TargetFs> fs;
+    if (inst.foreign_fs)
+      fs = std::make_shared<const base::TargetFs>(base::TargetFs::of_process(inst.master_pid));
     for (const auto &e : inst.config.error_logs) {
       if (!e.tailable) {
-        notes.push_back("error_log " + e.path + " cannot be followed: " + e.not_tailable_reason);
+        add_note("error_log " + e.path + " cannot be followed: " + e.not_tailable_reason);
         continue;
       }
-      add_error_log(e.path);
+      add_error_log(e.path, fs);
       if (e.level == "crit" || e.level == "alert" || e.level == "emerg")
-        notes.push_back("error_log " + e.path + " has level " + e.level +
-                        ": nginx does not write upstream errors there");
+        add_note("error_log " + e.path + " has level " + e.level + ": nginx does not write upstream errors there");
     }
     for (const auto &a : inst.config.access_logs) {
       if (a.off || a.is_stream)
         continue;
       if (!a.tailable) {
-        notes.push_back("access_log " + a.path + " cannot be followed: " + a.not_tailable_reason);
+        add_note("access_log " + a.path + " cannot be followed: " + a.not_tailable_reason);
         continue;
       }
       const nginx::LogFormat *fmt = inst.config.format_for(a);
-      add_access_log(a.path, fmt);
+      add_access_log(a.path, fmt, fs);
     }
   }
 
-  static nginx::TailerOptions timer_drained() {
+  static nginx::TailerOptions timer_drained(const std::shared_ptr<const base::TargetFs> &fs) {
     nginx::TailerOptions o;
     o.wake_on_write = false; // drained every kLogDrainIntervalNs, not woken per line
+    if (fs)
+      o.open_path = [fs](const std::string &path, int flags) { return fs->open(path, flags); };
     return o;
   }
 
-  void add_error_log(const std::string &path) {
-    if (error_tails.count(path))
-      return;
-    error_tails[path].tailer = std::make_unique<nginx::LogTailer>(path, timer_drained());
+  // Tails are keyed by where the file really is: two containers may both log to
+  // /var/log/nginx/error.log.
+  static std::string tail_key(const std::string &path, const std::shared_ptr<const base::TargetFs> &fs) {
+    return fs ? fs->root_label() + path : path;
   }
 
-  void add_access_log(const std::string &path, const nginx::LogFormat *fmt) {
-    if (access_tails.count(path))
+  void add_error_log(const std::string &path, const std::shared_ptr<const base::TargetFs> &fs = nullptr) {
+    std::string key = tail_key(path, fs);
+    if (error_tails.count(key))
+      return;
+    error_tails[key].tailer = std::make_unique<nginx::LogTailer>(path, timer_drained(fs));
+  }
+
+  void add_access_log(const std::string &path, const nginx::LogFormat *fmt,
+                      const std::shared_ptr<const base::TargetFs> &fs = nullptr) {
+    std::string key = tail_key(path, fs);
+    if (access_tails.count(key))
       return;
     AccessTail t;
-    t.tailer = std::make_unique<nginx::LogTailer>(path, timer_drained());
+    t.tailer = std::make_unique<nginx::LogTailer>(path, timer_drained(fs));
     if (fmt) {
       t.parser = nginx::AccessLogParser::for_format(*fmt);
       t.format_name = fmt->name;
     } else {
       t.format_name = "combined";
     }
-    access_tails.emplace(path, std::move(t));
+    access_tails.emplace(key, std::move(t));
   }
 
   const nginx::LogFormat *format_for_path(const std::string &path) const {
@@ -160,6 +185,8 @@ struct Watcher::Impl {
     for (auto &[path, t] : access_tails)
       t.tailer->drain([&](std::string_view line, bool) {
         if (auto l = t.parser.parse(line, access_stats)) {
+          if (l->pid)
+            l->pid = host_pid(*l->pid);
           int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
           access_lines.emplace_back(std::move(*l), when);
         }
@@ -167,6 +194,7 @@ struct Watcher::Impl {
     for (auto &[path, t] : error_tails)
       t.tailer->drain([&](std::string_view line, bool) {
         if (auto l = nginx::parse_error_line(line, error_stats)) {
+          l->pid = host_pid(l->pid);
           if (needs_syscall_probes(*l))
             arm_syscall_probes();
           correlator->add_error_line(*l, l->epoch * 1000000000LL);
@@ -177,6 +205,22 @@ struct Watcher::Impl {
       if (access_cb)
         access_cb(line, when);
     }
+  }
+
+  // nginx in its own PID namespace (a container) logs the pids it knows: map them to the pids the
+  // kernel reports, once per worker change. An unknown pid stays as it is (its kernel records then
+  // simply do not join).
+  std::map<pid_t, pid_t> ns_to_host_pid;
+  void map_namespace_pids(const nginx::WorkerTracker &t) {
+    for (const auto &w : t.workers())
+      if (w.ns_pid && w.ns_pid != w.pid)
+        ns_to_host_pid[w.ns_pid] = w.pid;
+    if (ns_to_host_pid.size() > 4096)
+      ns_to_host_pid.clear(); // a crash loop of workers: rebuilt at the next change
+  }
+  pid_t host_pid(pid_t logged) const {
+    auto it = ns_to_host_pid.find(logged);
+    return it == ns_to_host_pid.end() ? logged : it->second;
   }
 
   // Failures only the syscall programs see (nothing changes TCP state): nginx names them first,
@@ -214,13 +258,21 @@ struct Watcher::Impl {
       auto change = t->rescan();
       for (pid_t p : change.added)
         tracer->watch_pid(p); // fork-following already did this in the kernel; harmless and covers races
+      if (!change.added.empty() || !change.removed.empty())
+        map_namespace_pids(*t);
       if (change.reloaded) {
-        // A reload may have changed log paths: read the config again.
+        // A reload may have changed log paths: read the config again. The new reading replaces
+        // the old one (state stays bounded however often nginx reloads).
         auto again = nginx::discover(t->master_pid());
         if (again)
           for (auto &inst : again->instances) {
             add_logs_from(inst);
-            instances.push_back(std::move(inst));
+            auto same = std::find_if(instances.begin(), instances.end(),
+                                     [&](const nginx::Instance &i) { return i.master_pid == inst.master_pid; });
+            if (same != instances.end())
+              *same = std::move(inst);
+            else
+              instances.push_back(std::move(inst));
           }
       }
     }
@@ -235,7 +287,7 @@ Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
     throw Error(found.error());
   m.instances = std::move(found->instances);
   for (const auto &w : found->warnings)
-    m.notes.push_back(w);
+    m.add_note(w);
 
   TracerOptions topts;
   for (const auto &inst : m.instances)
@@ -255,10 +307,12 @@ Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
     m.add_access_log(p, m.format_for_path(p));
   for (const auto &inst : m.instances) {
     if (!inst.config_error.empty())
-      m.notes.push_back("nginx -T failed for master " + std::to_string(inst.master_pid) + ": " + inst.config_error);
+      m.add_note("cannot read the configuration of nginx master " + std::to_string(inst.master_pid) + ": " +
+                        inst.config_error);
     m.add_logs_from(inst);
     m.trackers.push_back(std::make_unique<nginx::WorkerTracker>(inst.master_pid));
     m.trackers.back()->rescan();
+    m.map_namespace_pids(*m.trackers.back());
   }
 
   CorrelatorOptions copts;

@@ -173,8 +173,11 @@ struct Builder {
   Upstream *cur_upstream = nullptr;
   std::vector<std::string> include_stack; // files being parsed, outermost first
   int include_budget = 1024;               // total expansions: globs of globs stay linear
+  bool include_bound_warned = false;
   bool main_error_log = false;
   bool http_seen = false, http_access_log = false;
+  ConfigFileSource *source = nullptr; // files read on demand (live); null: the dump's files map
+  std::size_t bytes_budget = kMaxConfigBytes;
 
   bool in(std::string_view name) const {
     return std::find(ctx.begin(), ctx.end(), name) != ctx.end();
@@ -271,24 +274,51 @@ struct Builder {
     // nginx resolves relative includes against the conf prefix (directory of the main file).
     std::string full = pattern.empty() || pattern[0] == '/' ? pattern : opts.conf_prefix + pattern;
     bool glob = full.find_first_of("*?[") != std::string::npos;
-    bool found = false;
-    for (const auto &[path, content] : files) {
-      if (glob ? fnmatch(full.c_str(), path.c_str(), FNM_PATHNAME) != 0 : path != full)
-        continue;
-      found = true;
+    std::vector<std::string> paths;
+    if (source) {
+      paths = glob ? source->glob(full) : std::vector<std::string>{full};
+    } else {
+      for (const auto &[path, content] : files)
+        if (glob ? fnmatch(full.c_str(), path.c_str(), FNM_PATHNAME) == 0 : path == full)
+          paths.push_back(path);
+    }
+    if (paths.empty() && !glob)
+      warn(where, "included file not in the dump: " + full);
+    for (const auto &path : paths) {
       if (std::find(include_stack.begin(), include_stack.end(), path) != include_stack.end()) {
         warn(where, "recursive include of " + path + " skipped");
         continue;
       }
       if (include_stack.size() > 32 || --include_budget < 0) {
-        if (include_budget == -1 || include_stack.size() > 32)
+        if (!include_bound_warned)
           warn(where, "too many or too deep includes, stopped at " + path);
+        include_bound_warned = true; // once: a bomb must not crowd out the other warnings
         return;
       }
-      parse_file(path, content);
+      if (!source) {
+        parse_file(path, files.find(path)->second);
+        continue;
+      }
+      auto text = source->read(path);
+      if (!text) {
+        warn(where, "cannot read included file " + path + ": " + text.error());
+        continue;
+      }
+      if (text->size() > bytes_budget) {
+        warn(where, "the configuration is larger than " + std::to_string(kMaxConfigBytes) +
+                        " bytes, stopped at " + path);
+        include_budget = -2; // nothing more is read
+        return;
+      }
+      bytes_budget -= text->size();
+      note_file(path);
+      parse_file(path, *text);
     }
-    if (!found && !glob)
-      warn(where, "included file not in the dump: " + full);
+  }
+
+  void note_file(const std::string &path) {
+    if (std::find(cfg.files.begin(), cfg.files.end(), path) == cfg.files.end())
+      cfg.files.push_back(path);
   }
 
   std::string context() const { return ctx.back(); }
@@ -487,14 +517,49 @@ const Upstream *Config::find_upstream(std::string_view name) const {
   return nullptr;
 }
 
+namespace {
+
+void add_combined_format(Config &cfg) {
+  LogFormat combined;
+  combined.name = "combined";
+  combined.format = std::string(kCombinedFormat);
+  cfg.log_formats["combined"] = std::move(combined);
+}
+
+// What nginx assumes when the config says nothing: compiled-in log paths; upstream links.
+void apply_defaults(Builder &b) {
+  Config &cfg = b.cfg;
+  const ConfigParseOptions &local = b.opts;
+  if (!b.main_error_log && !local.default_error_log.empty()) {
+    ErrorLogTarget t;
+    t.path = resolve_path(local.default_error_log, local.prefix);
+    if (local.default_error_log == "stderr") { // Debian's build: --error-log-path=stderr
+      t.path = "stderr";
+      t.tailable = false;
+      t.not_tailable_reason = "logs to stderr";
+    }
+    t.context = "main";
+    t.where = {"(compiled-in default)", 0};
+    cfg.error_logs.insert(cfg.error_logs.begin(), std::move(t));
+  }
+  if (b.http_seen && !b.http_access_log && !local.default_access_log.empty()) {
+    AccessLogTarget t;
+    t.path = resolve_path(local.default_access_log, local.prefix);
+    t.context = "http";
+    t.where = {"(compiled-in default)", 0};
+    cfg.access_logs.push_back(std::move(t));
+  }
+  for (auto &p : cfg.passes) {
+    if (!p.address.empty())
+      p.upstream = cfg.find_upstream(p.address);
+  }
+}
+
+} // namespace
+
 Config parse_config(std::string_view dump, const ConfigParseOptions &opts) {
   Config cfg;
-  {
-    LogFormat combined;
-    combined.name = "combined";
-    combined.format = std::string(kCombinedFormat);
-    cfg.log_formats["combined"] = std::move(combined);
-  }
+  add_combined_format(cfg);
   // Split into files at "# configuration file PATH:" markers (each at the start of a line).
   static constexpr std::string_view kMarker = "# configuration file ";
   std::map<std::string, std::string, std::less<>> files;
@@ -528,28 +593,38 @@ Config parse_config(std::string_view dump, const ConfigParseOptions &opts) {
   ConfigParseOptions local = opts;
   if (local.conf_prefix.empty())
     local.conf_prefix = dirname_of(first_file);
-  Builder b{cfg, local, std::move(files), {"main"}, nullptr, {}, 1024, false, false, false};
-
+  Builder b{cfg, local, std::move(files)};
   b.parse_file(first_file, b.files[first_file]);
+  apply_defaults(b);
+  return cfg;
+}
 
-  if (!b.main_error_log && !local.default_error_log.empty()) {
-    ErrorLogTarget t;
-    t.path = resolve_path(local.default_error_log, local.prefix);
-    t.context = "main";
-    t.where = {"(compiled-in default)", 0};
-    cfg.error_logs.insert(cfg.error_logs.begin(), std::move(t));
+Config parse_config_files(const std::string &main_file, std::string_view globals, ConfigFileSource &source,
+                          const ConfigParseOptions &opts) {
+  Config cfg;
+  add_combined_format(cfg);
+  ConfigParseOptions local = opts;
+  if (local.conf_prefix.empty())
+    local.conf_prefix = dirname_of(main_file);
+  Builder b{cfg, local, {}};
+  b.source = &source;
+  // `-g` directives are parsed before the file, in the main context, as nginx does.
+  if (!globals.empty())
+    b.parse_file("(command line -g)", globals);
+  auto text = source.read(main_file);
+  if (!text) {
+    cfg.warnings.push_back("cannot read the main configuration file " + main_file + ": " + text.error());
+    return cfg;
   }
-  if (b.http_seen && !b.http_access_log && !local.default_access_log.empty()) {
-    AccessLogTarget t;
-    t.path = resolve_path(local.default_access_log, local.prefix);
-    t.context = "http";
-    t.where = {"(compiled-in default)", 0};
-    cfg.access_logs.push_back(std::move(t));
+  if (text->size() > b.bytes_budget) {
+    cfg.warnings.push_back("the main configuration file " + main_file + " is larger than " +
+                           std::to_string(kMaxConfigBytes) + " bytes");
+    return cfg;
   }
-  for (auto &p : cfg.passes) {
-    if (!p.address.empty())
-      p.upstream = cfg.find_upstream(p.address);
-  }
+  b.bytes_budget -= text->size();
+  b.note_file(main_file);
+  b.parse_file(main_file, *text);
+  apply_defaults(b);
   return cfg;
 }
 

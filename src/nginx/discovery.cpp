@@ -1,4 +1,5 @@
-// Finding nginx from /proc and reading its config through `<exe> -T`.
+// Finding nginx from /proc and reading its config file by file through /proc/PID/root (the
+// target's binary is never run: see base/target_fs.h for how its files are read).
 //
 // nginx rewrites its argv into a title: "nginx: master process /usr/sbin/nginx -c X -g ...",
 // "nginx: worker process", "nginx: worker process is shutting down", "nginx: cache manager
@@ -6,18 +7,16 @@
 // new master is a child of the old one, so it is recognised by its title instead).
 #include "why502/nginx.h"
 
+#include "base/target_fs.h"
+
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 
 namespace why502::nginx {
@@ -50,6 +49,21 @@ struct ProcInfo {
   std::string title; // cmdline with NULs as spaces, trailing ones trimmed
   unsigned long long start = 0;
 };
+
+// The innermost pid of /proc/PID/status "NSpid:" (the pid in the process's own PID namespace).
+pid_t innermost_pid(const std::string &root, pid_t pid) {
+  std::istringstream status(read_small(root + "/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("NSpid:", 0) == 0) {
+      std::istringstream ids(line.substr(6));
+      long v = 0, last = 0;
+      while (ids >> v)
+        last = v;
+      return last > 0 ? static_cast<pid_t>(last) : pid;
+    }
+  return pid;
+}
 
 std::optional<ProcInfo> read_proc(const std::string &root, pid_t pid) {
   std::string base = root + "/" + std::to_string(pid);
@@ -103,87 +117,6 @@ std::vector<ProcInfo> list_nginx(const std::string &root) {
 
 bool is_master_title(std::string_view t) { return starts_with(t, "nginx: master process"); }
 
-struct CmdResult {
-  int status = -1;
-  std::string out, err;
-  bool timed_out = false;
-};
-
-// fork/exec with both pipes drained through poll(); killed after timeout_ms.
-CmdResult run(const std::vector<std::string> &argv, int timeout_ms) {
-  CmdResult res;
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0)
-    return res;
-  if (pipe2(err, O_CLOEXEC) != 0) {
-    ::close(out[0]);
-    ::close(out[1]);
-    return res;
-  }
-  std::vector<char *> args;
-  for (auto &a : argv)
-    args.push_back(const_cast<char *>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0)
-      dup2(devnull, 0);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  ::close(out[1]);
-  ::close(err[1]);
-  if (pid < 0) {
-    ::close(out[0]);
-    ::close(err[0]);
-    return res;
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  int open_fds = 2;
-  char buf[8192];
-  while (open_fds > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    if (left <= 0) {
-      res.timed_out = true;
-      kill(pid, SIGKILL);
-      break;
-    }
-    int r = ::poll(fds, 2, static_cast<int>(left));
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0)
-      break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
-        continue;
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        std::string &dst = i == 0 ? res.out : res.err;
-        if (dst.size() < 64u * 1024 * 1024)
-          dst.append(buf, static_cast<std::size_t>(n));
-      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
-  }
-  for (auto &f : fds)
-    if (f.fd >= 0)
-      ::close(f.fd);
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  res.status = st;
-  return res;
-}
-
 std::string configure_arg(std::string_view v_output, std::string_view name) {
   std::string key = "--" + std::string(name) + "=";
   auto p = v_output.find(key);
@@ -199,56 +132,131 @@ std::string dir_of(const std::string &p) {
   return i == std::string::npos ? std::string() : p.substr(0, i + 1);
 }
 
+// The binary's own strings, read as data: "configure arguments: --prefix=... --conf-path=..." is
+// one literal in every nginx build (what `nginx -V` prints), and "nginx version: nginx/X.Y.Z".
+struct CompiledIn {
+  std::string configure;
+  std::string version;
+};
+
+CompiledIn read_compiled_in(const std::string &exe_path) {
+  CompiledIn c;
+  static constexpr std::size_t kMaxBinary = 256u * 1024 * 1024;
+  std::string bin = read_small(exe_path, kMaxBinary);
+  auto literal_at = [&](std::string_view marker) -> std::string {
+    auto p = bin.find(marker);
+    if (p == std::string::npos)
+      return {};
+    auto end = bin.find_first_of(std::string_view("\0\n", 2), p);
+    if (end == std::string::npos)
+      end = bin.size();
+    return bin.substr(p + marker.size(), std::min<std::size_t>(end - p - marker.size(), 64 * 1024));
+  };
+  c.configure = literal_at("configure arguments:");
+  std::string ver = literal_at("nginx version: ");
+  auto slash = ver.find('/');
+  if (slash != std::string::npos) {
+    auto end = ver.find_first_not_of("0123456789.", slash + 1);
+    c.version = ver.substr(slash + 1, end == std::string::npos ? std::string::npos : end - slash - 1);
+  }
+  return c;
+}
+
+// The config tree as the master sees it: its filesystem, its credentials.
+class TargetConfigSource : public ConfigFileSource {
+public:
+  explicit TargetConfigSource(const base::TargetFs &fs) : fs_(fs) {}
+  std::vector<std::string> glob(const std::string &pattern) override { return fs_.glob(pattern, 1024); }
+  Result<std::string> read(const std::string &path) override {
+    auto f = fs_.read_file(path, kMaxConfigBytes + 1);
+    if (!f.ok())
+      return Result<std::string>::failure(f.error);
+    return std::move(f.text);
+  }
+
+private:
+  const base::TargetFs &fs_;
+};
+
 void read_config(Instance &in, const DiscoverOptions &opts) {
-  // `-V` gives the compiled-in prefix, conf path and default log paths.
-  CmdResult v = run({in.exe_path, "-V"}, opts.command_timeout_ms);
-  std::string vout = v.err + v.out;
-  std::string prefix = configure_arg(vout, "prefix");
-  std::string conf = configure_arg(vout, "conf-path");
+  CompiledIn built = read_compiled_in(in.exe_path);
+  in.version = built.version;
+  std::string prefix = configure_arg(built.configure, "prefix");
+  std::string conf = configure_arg(built.configure, "conf-path");
   if (!in.prefix.empty())
     prefix = in.prefix;
   if (prefix.empty())
-    prefix = "/usr/local/nginx/";
+    prefix = "/usr/local/nginx/"; // nginx's own default
   if (prefix.back() != '/')
     prefix += '/';
   in.prefix = prefix;
   if (!in.config_path.empty())
-    conf = resolve_path(in.config_path, prefix);
+    conf = in.config_path;
   if (conf.empty())
-    conf = prefix + "conf/nginx.conf";
+    conf = "conf/nginx.conf";
   conf = resolve_path(conf, prefix);
   in.config_path = conf;
 
-  std::vector<std::string> argv = {in.exe_path, "-T", "-q"};
-  for (std::size_t i = 0; i < in.args.size(); ++i)
-    argv.push_back(in.args[i]);
-  CmdResult t = run(argv, opts.command_timeout_ms);
-  if (t.timed_out) {
-    in.config_error = "`nginx -T` timed out";
+  base::TargetFs fs = base::TargetFs::of_process(in.master_pid, opts.proc_root);
+  if (!fs.valid()) {
+    in.config_error = fs.error();
     return;
   }
-  if (!WIFEXITED(t.status) || WEXITSTATUS(t.status) != 0 || t.out.empty()) {
-    std::string e = t.err;
-    while (!e.empty() && (e.back() == '\n' || e.back() == ' '))
-      e.pop_back();
-    in.config_error = "`nginx -T` failed" + (e.empty() ? std::string() : ": " + e);
-    if (t.out.empty())
-      return;
-  }
-  in.config_dump = std::move(t.out);
+  in.foreign_fs = fs.foreign();
   ConfigParseOptions po;
   po.prefix = prefix;
   po.conf_prefix = dir_of(conf);
-  po.default_error_log = configure_arg(vout, "error-log-path");
-  po.default_access_log = configure_arg(vout, "http-log-path");
+  po.default_error_log = configure_arg(built.configure, "error-log-path");
+  po.default_access_log = configure_arg(built.configure, "http-log-path");
   if (po.default_error_log.empty())
     po.default_error_log = "logs/error.log";
   if (po.default_access_log.empty())
     po.default_access_log = "logs/access.log";
-  in.config = parse_config(in.config_dump, po);
+  TargetConfigSource source(fs);
+  in.config = parse_config_files(conf, in.globals, source, po);
+  if (in.config.files.empty()) {
+    in.config_error = in.config.warnings.empty() ? "no configuration file read" : in.config.warnings.front();
+  }
+}
+
+MasterTrust trust_of(const std::string &root, pid_t pid) {
+  MasterTrust t;
+  std::string base = root + "/" + std::to_string(pid);
+  std::istringstream status(read_small(base + "/status"));
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("Uid:", 0) == 0) {
+      std::istringstream ids(line.substr(4));
+      long r = -1, e = -1;
+      ids >> r >> e;
+      t.master_ruid = static_cast<uid_t>(r);
+      t.master_euid = static_cast<uid_t>(e);
+    }
+  struct stat st {};
+  // stat() follows the exe magic link to the file itself, in whatever mount namespace it lives.
+  if (stat((base + "/exe").c_str(), &st) == 0) {
+    t.binary_known = true;
+    t.binary_uid = st.st_uid;
+    t.binary_gid = st.st_gid;
+    t.binary_mode = st.st_mode;
+  }
+  return t;
 }
 
 } // namespace
+
+std::string untrusted_master_reason(const MasterTrust &t) {
+  if (t.master_ruid != 0 || t.master_euid != 0)
+    return "it runs as uid " + std::to_string(t.master_euid != 0 ? t.master_euid : t.master_ruid) +
+           ", not root (a real nginx master starts as root)";
+  if (!t.binary_known)
+    return "its binary cannot be inspected";
+  if (t.binary_uid != 0)
+    return "its binary is owned by uid " + std::to_string(t.binary_uid) + ", not root";
+  if ((t.binary_mode & S_IWOTH) || ((t.binary_mode & S_IWGRP) && t.binary_gid != 0))
+    return "its binary is writable by users other than root";
+  return {};
+}
 
 MasterArgs parse_master_title(std::string_view t) {
   MasterArgs a;
@@ -315,7 +323,7 @@ std::vector<Worker> scan_workers(pid_t master_pid, const std::string &proc_root)
     if (p.ppid != master_pid)
       continue;
     if (starts_with(p.title, "nginx: worker process")) {
-      out.push_back({p.pid, p.title.find("shutting down") != std::string::npos});
+      out.push_back({p.pid, p.title.find("shutting down") != std::string::npos, innermost_pid(proc_root, p.pid)});
     }
   }
   std::sort(out.begin(), out.end(), [](auto &a, auto &b) { return a.pid < b.pid; });
@@ -354,9 +362,21 @@ Result<DiscoveryResult> discover(std::optional<pid_t> nginx_pid, const DiscoverO
   // old master first: after USR2 the old one started earlier
   std::sort(masters.begin(), masters.end(),
             [](auto *a, auto *b) { return a->start != b->start ? a->start < b->start : a->pid < b->pid; });
+  std::vector<std::string> skipped;
   for (const ProcInfo *m : masters) {
+    MasterTrust trust = trust_of(opts.proc_root, m->pid);
+    if (!nginx_pid && opts.require_trusted_master) {
+      std::string why = untrusted_master_reason(trust);
+      if (!why.empty()) {
+        skipped.push_back("pid " + std::to_string(m->pid) + ": " + why);
+        res.warnings.push_back("not watching nginx-looking process " + std::to_string(m->pid) + ": " + why +
+                               " (pass --nginx-pid " + std::to_string(m->pid) + " to watch it anyway)");
+        continue;
+      }
+    }
     Instance in;
     in.master_pid = m->pid;
+    in.master_uid = trust.master_euid;
     in.start_time = m->start;
     in.workers = scan_workers(m->pid, opts.proc_root);
     for (const auto &p : all)
@@ -390,13 +410,17 @@ Result<DiscoveryResult> discover(std::optional<pid_t> nginx_pid, const DiscoverO
       in.args.push_back("-g");
       in.args.push_back(ma.globals);
     }
-    if (opts.read_config) {
-      if (n > 0)
-        read_config(in, opts);
-      else
-        in.config_error = "binary unreadable";
-    }
+    in.globals = ma.globals;
+    if (opts.read_config)
+      read_config(in, opts);
     res.instances.push_back(std::move(in));
+  }
+  if (res.instances.empty()) {
+    std::string list;
+    for (const auto &s : skipped)
+      list += (list.empty() ? "" : "; ") + s;
+    return Result<DiscoveryResult>::failure("no trusted nginx master found (" + list +
+                                            "); pass --nginx-pid to watch one of them");
   }
   if (res.instances.size() > 1)
     res.warnings.push_back(std::to_string(res.instances.size()) +

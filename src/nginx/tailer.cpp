@@ -47,8 +47,23 @@ LogTailer::~LogTailer() {
     ::close(inotify_fd_);
 }
 
+int LogTailer::open_path(int flags) const {
+  return opts_.open_path ? opts_.open_path(path_, flags) : ::open(path_.c_str(), flags | O_CLOEXEC);
+}
+
+bool LogTailer::stat_path(struct stat &st) const {
+  if (!opts_.open_path)
+    return ::stat(path_.c_str(), &st) == 0;
+  int fd = open_path(O_PATH);
+  if (fd < 0)
+    return false;
+  bool ok = fstat(fd, &st) == 0;
+  ::close(fd);
+  return ok;
+}
+
 void LogTailer::watch_dir() {
-  if (inotify_fd_ < 0 || dir_wd_ >= 0)
+  if (inotify_fd_ < 0 || dir_wd_ >= 0 || opts_.open_path)
     return;
   auto slash = path_.rfind('/');
   std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
@@ -59,13 +74,13 @@ void LogTailer::watch_dir() {
 void LogTailer::watch_file() {
   // Watching by path attaches to the inode now at the path; the watch follows that inode after a
   // rename, which is what makes writes to the rotated-away file wake us too.
-  if (inotify_fd_ >= 0)
+  if (inotify_fd_ >= 0 && !opts_.open_path)
     inotify_add_watch(inotify_fd_, path_.c_str(),
                       (opts_.wake_on_write ? IN_MODIFY : 0) | IN_MOVE_SELF | IN_DELETE_SELF);
 }
 
 bool LogTailer::open_file(File &f, bool at_end) {
-  int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  int fd = open_path(O_RDONLY | O_NONBLOCK);
   if (fd < 0) {
     last_error_ = path_ + ": " + std::strerror(errno);
     return false;
@@ -173,7 +188,7 @@ std::size_t LogTailer::drain(const LineCallback &cb) {
   for (int round = 0; round < 4; ++round) {
     read_available(cur_, cb, n);
     struct stat st {};
-    bool exists = ::stat(path_.c_str(), &st) == 0;
+    bool exists = stat_path(st);
     if (cur_.fd < 0) {
       if (!exists)
         return n;

@@ -55,6 +55,7 @@ protected:
   DiscoverOptions opts() {
     DiscoverOptions o;
     o.read_config = false;
+    o.require_trusted_master = false; // a fake /proc has no credentials; trust has its own tests
     o.proc_root = root_;
     return o;
   }
@@ -80,7 +81,7 @@ TEST_F(FakeProc, MasterWorkersHelpers) {
   ASSERT_EQ(r->instances.size(), 1u);
   const Instance &in = r->instances[0];
   EXPECT_EQ(in.master_pid, 100);
-  EXPECT_EQ(in.workers, (std::vector<Worker>{{101, false}, {102, false}}));
+  EXPECT_EQ(in.workers, (std::vector<Worker>{{101, false, 101}, {102, false, 102}}));
   EXPECT_EQ(in.helper_pids, std::vector<pid_t>{103});
   EXPECT_EQ(in.config_path, "/etc/nginx/nginx.conf");
   EXPECT_EQ(in.args, (std::vector<std::string>{"-c", "/etc/nginx/nginx.conf"}));
@@ -101,9 +102,9 @@ TEST_F(FakeProc, BinaryUpgradeHasTwoMasters) {
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->instances.size(), 2u);
   EXPECT_EQ(r->instances[0].master_pid, 100); // old first
-  EXPECT_EQ(r->instances[0].workers, (std::vector<Worker>{{101, false}}));
+  EXPECT_EQ(r->instances[0].workers, (std::vector<Worker>{{101, false, 101}}));
   EXPECT_EQ(r->instances[1].master_pid, 300);
-  EXPECT_EQ(r->instances[1].workers, (std::vector<Worker>{{301, false}}));
+  EXPECT_EQ(r->instances[1].workers, (std::vector<Worker>{{301, false, 301}}));
   EXPECT_FALSE(r->warnings.empty());
 }
 
