@@ -16,7 +16,9 @@ struct TracerOptions {
   std::vector<uint32_t> pids;       // watched, with their existing descendants
   std::vector<std::string> comms;   // processes with these names, now and when they exec later
   uint32_t host_records_per_sec = 2000; // per CPU, for drops/resets/exits
-  bool mount_tracefs = true;        // mount /sys/kernel/tracing if absent (syscall tracepoints)
+  // Mount /sys/kernel/tracing if absent, for the syscall tracepoints' ids; unmounted again before
+  // the constructor returns (arming later needs only the ids).
+  bool mount_tracefs = true;
   // Enabling any syscall tracepoint sends every syscall of every process on the host through the
   // kernel's slow path (bench/: most of why502's cost to nginx). On demand, the syscall programs
   // are loaded and verified at start but attached only by arm_syscall_probes().
@@ -46,10 +48,12 @@ struct LossCounters {
   }
 };
 
-// Probes only, no load: is each tracepoint on this kernel? Used by `doctor`.
+// Probes only, no load: is each tracepoint on this kernel? A tracefs mounted for this is unmounted
+// before it returns.
 std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs);
-// True when tracefs is mounted (mounting it when asked).
-bool ensure_tracefs(bool mount_if_missing, std::string *problem);
+// True when tracefs is mounted at /sys/kernel/tracing; otherwise *problem says whether why502 can
+// mount it while it attaches. Never mounts (`doctor` only reads).
+bool tracefs_mounted(std::string *problem);
 
 class Tracer {
 public:

@@ -30,9 +30,9 @@ int run_doctor(const DoctorOptions &opts) {
   checks.push_back({"kernel BTF", btf, btf ? "/sys/kernel/btf/vmlinux" : "kernel built without CONFIG_DEBUG_INFO_BTF",
                     true});
   std::string tracefs_problem;
-  const bool tracefs = root && ensure_tracefs(true, &tracefs_problem);
-  checks.push_back({"tracefs (syscall tracepoints)", tracefs,
-                    tracefs ? "/sys/kernel/tracing" : (root ? tracefs_problem : "needs root to check"), false});
+  const bool tracefs = tracefs_mounted(&tracefs_problem);
+  checks.push_back({"tracefs (syscall tracepoints)", tracefs, tracefs ? "/sys/kernel/tracing" : tracefs_problem,
+                    false});
 
   bool core_loaded = false;
   if (root && btf) {

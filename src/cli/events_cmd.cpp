@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "base/privileges.h"
 #include "cli/output.h"
 #include "why502/tracer.h"
 
@@ -38,6 +39,7 @@ int run_events(const EventsOptions &opts) {
     topts.comms = {"nginx"};
   Output out(opts.output);
   Tracer tracer(topts);
+  drop_after_attach(); // attached, output open: keep only what polling and exit need
   warn_degraded(tracer);
   install_stop_handlers();
   // Readers (and tests) know from this line that the programs are attached.

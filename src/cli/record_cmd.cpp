@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/privileges.h"
 #include "cli/commands.h"
 #include "cli/watcher.h"
 #include "sinks/perfetto_export.h"
@@ -54,6 +55,7 @@ int run_record(const RecordOptions &opts) {
   for (uint32_t pid : watcher.nginx_pids())
     trace.add_nginx_process(pid);
   trace.connect(watcher);
+  drop_after_attach(); // attached, trace open: keep only what reloads and probe arming need
 
   install_stop_handlers();
   fprintf(stderr, "%srecording to %s (Ctrl-C to stop)\n", watcher.describe().c_str(), opts.output.c_str());

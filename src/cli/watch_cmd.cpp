@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/privileges.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/watcher.h"
@@ -26,6 +27,7 @@ int run_watch(const WatchCommandOptions &opts) {
     trace = std::make_unique<sinks::PerfettoExporter>(opts.perfetto);
     trace->connect(watcher);
   }
+  drop_after_attach(); // attached, outputs open: keep only what reloads and probe arming need
   install_stop_handlers();
   if (opts.json)
     out.line(watcher.start_json().dump());

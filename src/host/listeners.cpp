@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <thread>
 #include <unistd.h>
@@ -129,6 +130,12 @@ int open_sock_diag(pid_t pid, std::string *error) {
     return fd;
   }
   std::string ns = proc_dir(pid) + "/ns/net";
+  // Already in that netns (nginx on the host): no setns, which needs CAP_SYS_ADMIN, and watch drops
+  // that capability after attaching (the sampler re-creates this socket after a failure).
+  struct stat target, self;
+  if (stat(ns.c_str(), &target) == 0 && stat("/proc/self/ns/net", &self) == 0 && target.st_ino == self.st_ino &&
+      target.st_dev == self.st_dev)
+    return open_sock_diag(0, error);
   int nsfd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
   if (nsfd < 0) {
     *error = errno_text(("open " + ns).c_str(), errno);

@@ -9,12 +9,15 @@
 #include <cstring>
 #include <ctime>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
+#include <linux/perf_event.h>
 #include <map>
 #include <set>
 #include <sstream>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -130,31 +133,63 @@ std::vector<uint32_t> all_pids() {
   return pids;
 }
 
-} // namespace
-
-bool ensure_tracefs(bool mount_if_missing, std::string *problem) {
-  if (path_exists(std::string(kTracefs) + "/events"))
-    return true;
-  if (!mount_if_missing) {
-    *problem = "tracefs is not mounted at /sys/kernel/tracing";
-    return false;
-  }
-  if (mount("tracefs", kTracefs, "tracefs", 0, nullptr) != 0 && errno != EBUSY) {
-    *problem = std::string("cannot mount tracefs at /sys/kernel/tracing: ") + strerror(errno);
-    return false;
-  }
-  if (!path_exists(std::string(kTracefs) + "/events")) {
-    *problem = "tracefs mounted but /sys/kernel/tracing/events is missing";
-    return false;
-  }
-  return true;
+// The mount id of whatever is mounted at `path` (statx, Linux 5.8+); 0 when unknown.
+uint64_t mount_id(const char *path) {
+  struct statx stx;
+  if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &stx) != 0 || !(stx.stx_mask & STATX_MNT_ID))
+    return 0;
+  return stx.stx_mnt_id;
 }
 
-std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs) {
+// tracefs at /sys/kernel/tracing for as long as this object lives. When it was missing, this object
+// mounts it and unmounts it again on destruction, but only that mount: all tracefs mounts share one
+// superblock (same st_dev), so it is recognised by its mount id, and another tracefs mounted there
+// meanwhile (by the host or another tool) is left alone. MNT_DETACH: an open file (another tool
+// reading it) does not keep why502 from leaving; the kernel frees the mount when that file closes.
+class TracefsMount {
+public:
+  TracefsMount(bool mount_if_missing) {
+    if (path_exists(std::string(kTracefs) + "/events"))
+      return;
+    if (!mount_if_missing) {
+      problem_ = "tracefs is not mounted at /sys/kernel/tracing";
+      return;
+    }
+    if (mount("tracefs", kTracefs, "tracefs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+      problem_ = std::string("cannot mount tracefs at /sys/kernel/tracing: ") + strerror(errno);
+      return;
+    }
+    mounted_id_ = mount_id(kTracefs);
+    spdlog::debug("mounted tracefs at {} (mount id {}) while attaching", kTracefs, mounted_id_);
+    if (!path_exists(std::string(kTracefs) + "/events"))
+      problem_ = "tracefs mounted but /sys/kernel/tracing/events is missing";
+  }
+  ~TracefsMount() {
+    if (!mounted_id_)
+      return; // not ours (or statx could not name it: then leaving it beats unmounting another's)
+    if (mount_id(kTracefs) != mounted_id_) {
+      spdlog::warn("tracefs at {} is no longer the mount why502 made; left in place", kTracefs);
+      return;
+    }
+    if (umount2(kTracefs, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+      spdlog::warn("cannot unmount the tracefs why502 mounted at {}: {}", kTracefs, strerror(errno));
+    else
+      spdlog::debug("unmounted tracefs at {}", kTracefs);
+  }
+  TracefsMount(const TracefsMount &) = delete;
+  TracefsMount &operator=(const TracefsMount &) = delete;
+
+  bool ok() const { return problem_.empty(); }
+  const std::string &problem() const { return problem_; }
+
+private:
+  std::string problem_;
+  uint64_t mounted_id_ = 0;
+};
+
+std::vector<ProgramStatus> probe_with(const TracefsMount &tracefs) {
   std::vector<ProgramStatus> out;
   btf *vmlinux = btf__load_vmlinux_btf();
-  std::string tracefs_problem;
-  bool tracefs = ensure_tracefs(mount_tracefs, &tracefs_problem);
   for (const auto &spec : program_specs()) {
     ProgramStatus st{spec.program, spec.section, true, "", spec.causes};
     if (spec.btf_typedef) {
@@ -165,9 +200,9 @@ std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs) {
         st.attached = false;
         st.problem = "tracepoint not in this kernel";
       }
-    } else if (!tracefs) {
+    } else if (!tracefs.ok()) {
       st.attached = false;
-      st.problem = tracefs_problem;
+      st.problem = tracefs.problem();
     } else if (!path_exists(std::string(kTracefs) + "/events/" + spec.tracefs_event)) {
       st.attached = false;
       st.problem = "tracepoint not in this kernel (CONFIG_FTRACE_SYSCALLS?)";
@@ -176,6 +211,37 @@ std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs) {
   }
   btf__free(vmlinux);
   return out;
+}
+
+const ProgramSpec &spec_for(const std::string &program) {
+  for (const auto &spec : program_specs())
+    if (program == spec.program)
+      return spec;
+  throw Error("internal: no spec for BPF program " + program);
+}
+
+// A classic tracepoint's id, read from tracefs (events/<group>/<name>/id); 0 when unreadable.
+uint64_t tracepoint_id(const char *event) {
+  std::ifstream f(std::string(kTracefs) + "/events/" + event + "/id");
+  uint64_t id = 0;
+  f >> id;
+  return id;
+}
+
+} // namespace
+
+bool tracefs_mounted(std::string *problem) {
+  if (path_exists(std::string(kTracefs) + "/events"))
+    return true;
+  *problem = read_file("/proc/filesystems").find("\ttracefs\n") != std::string::npos
+                 ? "not mounted at /sys/kernel/tracing; why502 mounts it while it attaches and unmounts it after"
+                 : "this kernel has no tracefs (CONFIG_TRACING)";
+  return false;
+}
+
+std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs) {
+  TracefsMount tracefs(mount_tracefs);
+  return probe_with(tracefs);
 }
 
 int64_t current_boot_to_wall_ns() { return clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_BOOTTIME); }
@@ -195,9 +261,34 @@ struct Tracer::Impl {
   std::unique_ptr<ring_buffer, RingBufferDeleter> rb;
   std::map<std::string, std::unique_ptr<bpf_link, LinkDeleter>> links; // by program name
 
+  // Classic (tp/) tracepoint ids, read from tracefs while it was mounted at start, so that arming a
+  // syscall probe later needs neither tracefs nor the CAP_SYS_ADMIN to mount it.
+  std::map<std::string, uint64_t> tracepoint_ids; // by program name
+
   bool attach(ProgramStatus &st) {
     bpf_program *prog = bpf_object__find_program_by_name(skel->obj, st.program.c_str());
-    bpf_link *link = bpf_program__attach(prog);
+    bpf_link *link = nullptr;
+    if (auto id = tracepoint_ids.find(st.program); id != tracepoint_ids.end()) {
+      // What libbpf's attach_tracepoint does, minus its tracefs lookup: one system-wide perf event
+      // (pid -1, cpu 0: a BPF program on a tracepoint runs on every CPU) carrying the program.
+      perf_event_attr attr{};
+      attr.size = sizeof(attr);
+      attr.type = PERF_TYPE_TRACEPOINT;
+      attr.config = id->second;
+      attr.sample_period = 1;
+      attr.wakeup_events = 1;
+      int pfd = int(syscall(SYS_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC));
+      if (pfd >= 0) {
+        link = bpf_program__attach_perf_event(prog, pfd); // the link owns pfd from here
+        if (!link) {
+          int err = errno;
+          close(pfd);
+          errno = err;
+        }
+      }
+    } else {
+      link = bpf_program__attach(prog);
+    }
     if (!link) {
       st.attached = false;
       st.problem = std::string("attach failed: ") + strerror(errno);
@@ -263,12 +354,22 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
   skel->rodata->n_comm_filters = opts.comms.size();
   skel->rodata->host_records_per_sec = opts.host_records_per_sec;
 
-  // Leave out what this kernel lacks, so the rest still loads.
-  impl_->programs = probe_tracepoints(opts.mount_tracefs);
+  // Leave out what this kernel lacks, so the rest still loads. tracefs is needed only here, for the
+  // classic tracepoints' ids: a mount made for this is undone when the constructor returns or throws.
+  TracefsMount tracefs(opts.mount_tracefs);
+  impl_->programs = probe_with(tracefs);
   for (auto &st : impl_->programs) {
     bpf_program *prog = bpf_object__find_program_by_name(skel->obj, st.program.c_str());
     if (!prog)
       throw Error("internal: BPF program " + st.program + " missing from the object");
+    if (const char *event = spec_for(st.program).tracefs_event; event && st.attached) {
+      if (uint64_t id = tracepoint_id(event))
+        impl_->tracepoint_ids[st.program] = id;
+      else {
+        st.attached = false;
+        st.problem = std::string("cannot read the id of tracepoint ") + event + " from tracefs";
+      }
+    }
     if (!st.attached) {
       if (st.program == "on_inet_sock_set_state")
         throw Error("tracepoint sock:inet_sock_set_state is missing on this kernel: why502 cannot follow "

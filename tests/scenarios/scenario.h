@@ -115,6 +115,7 @@ public:
     return out;
   }
   const std::string &out_path() const { return out_; }
+  pid_t pid() const { return proc_.pid(); }
   std::string stderr_text() const { return read_file(err_); }
 
 private:
