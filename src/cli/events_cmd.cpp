@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "why502/error.h"
 #include "why502/tracer.h"
 
 namespace why502::cli {
@@ -36,7 +37,7 @@ int run_events(const EventsOptions &opts) {
   topts.comms = opts.comms;
   if (topts.pids.empty() && topts.comms.empty())
     topts.comms = {"nginx"};
-  Output out(opts.output);
+  Output out(opts.output, opts.group.empty() ? std::nullopt : std::optional<gid_t>(base::group_id(opts.group)));
   Tracer tracer(topts);
   warn_degraded(tracer);
   install_stop_handlers();
@@ -55,6 +56,13 @@ int run_events(const EventsOptions &opts) {
     ++events;
   };
   while (!stop_requested()) {
+    if (take_reopen_request()) {
+      try {
+        out.reopen(); // logrotate renamed the file: go on in a new one at the same path
+      } catch (const Error &e) { // the old file stays in use: nothing is lost
+        fprintf(stderr, "why502: SIGHUP: %s; still writing to the old file\n", e.what());
+      }
+    }
     int timeout_ms = 200;
     if (opts.duration_s) {
       double left = *opts.duration_s - std::chrono::duration<double>(clock::now() - start).count();
