@@ -252,6 +252,27 @@ TEST_F(FilesTest, CreatedFilesAre0600AndCloexecAndSigintFinishesFast) {
   EXPECT_EQ(of_type(lines, "stats").size(), 1u);
 }
 
+// --group: the file is 0640 and of that group (a log shipper may read it); an unknown group is
+// one line and exit 1, before anything is attached.
+TEST_F(FilesTest, GroupOptionGivesMode0640AndTheGroup) {
+  std::string out = work->file("events.jsonl");
+  auto r = run_command({WHY502_BINARY, "events", "--comm", "why502-nomatch", "--group", "nogroup", "-o", out,
+                        "--duration", "0.5"},
+                       30);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  struct stat st {};
+  ASSERT_EQ(stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_gid, kNobody); // nogroup is 65534 on Debian
+  EXPECT_EQ(of_type(json_lines(out), "stats").size(), 1u);
+  r = run_command({WHY502_BINARY, "events", "--group", "no-such-group-why502", "-o", work->file("x.jsonl"),
+                   "--duration", "1"},
+                  30);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.output, "why502: no such group: no-such-group-why502\n");
+  EXPECT_FALSE(fs::exists(work->file("x.jsonl")));
+}
+
 // `--error-log /dev/zero` spun at 100% CPU and ignored SIGTERM.
 TEST_F(FilesTest, DevZeroAsErrorLogIsANoteNotASpin) {
   Nginx nginx(failing_nginx(), work->file("nginx"));
