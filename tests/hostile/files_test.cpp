@@ -246,6 +246,7 @@ TEST_F(FilesTest, CreatedFilesAre0600AndCloexecAndSigintFinishesFast) {
   int status = 0;
   double took = w.stop_timed(SIGINT, &status);
   EXPECT_LT(took, 1.0);
+  RecordProperty("stop_seconds", std::to_string(took));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << w.stderr_text();
   auto lines = json_lines(out);
   EXPECT_EQ(of_type(lines, "summary").size(), 1u);
@@ -308,6 +309,7 @@ TEST_F(FilesTest, DevZeroAsErrorLogIsANoteNotASpin) {
   int status = 0;
   double took = w.stop_timed(SIGTERM, &status);
   EXPECT_LT(took, 1.0);
+  RecordProperty("stop_seconds", std::to_string(took));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   auto lines = json_lines(out);
   EXPECT_EQ(of_type(lines, "summary").size(), 1u);
@@ -364,6 +366,7 @@ TEST_F(FilesTest, SighupReopensTheOutputAfterARename) {
   int status = 0;
   double took = w.stop_timed(SIGTERM, &status);
   EXPECT_LT(took, 1.0);
+  RecordProperty("stop_seconds", std::to_string(took));
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   auto rotated = json_lines(out + ".1");
   ASSERT_EQ(rotated.size(), 1u) << read_file(out + ".1");
@@ -372,6 +375,44 @@ TEST_F(FilesTest, SighupReopensTheOutputAfterARename) {
   EXPECT_EQ(of_type(now, "start").size(), 0u);
   EXPECT_EQ(of_type(now, "summary").size(), 1u);
   EXPECT_EQ(of_type(now, "stats").size(), 1u);
+}
+
+// The same for `events -o`: the kernel record after the SIGHUP lands in the new file.
+TEST_F(FilesTest, SighupReopensTheEventsOutput) {
+  std::string out = work->file("events.jsonl"), go = work->file("go");
+  // A process that connects to a closed port once told to: the failure events reports.
+  Process client = Process::spawn(
+      {"/usr/bin/python3", "-c",
+       "import os, socket, sys, time\n"
+       "while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
+       "try: socket.create_connection(('127.0.0.1', int(sys.argv[2])), 2)\n"
+       "except OSError: pass\n"
+       "time.sleep(30)\n",
+       go, std::to_string(kClosedPort)});
+  Why502 w(*work, {"events", "--pid", std::to_string(client.pid()), "-o", out, "--duration", "60"});
+  ASSERT_TRUE(w.wait_start(out)) << w.stderr_text();
+  ASSERT_EQ(rename(out.c_str(), (out + ".1").c_str()), 0);
+  w.proc().signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out); }, 3)) << w.stderr_text();
+  work->write("go", "");
+  auto conn_fails = [&] {
+    std::vector<json> r;
+    for (const auto &j : json_lines(out))
+      if (j.value("event", "") == "conn_fail" && j.value("pid", 0) == client.pid())
+        r.push_back(j);
+    return r;
+  };
+  ASSERT_TRUE(wait_until([&] { return !conn_fails().empty(); }, 10)) << read_file(out) << w.stderr_text();
+  EXPECT_EQ(conn_fails().at(0).value("remote", ""), "127.0.0.1:" + std::to_string(kClosedPort))
+      << conn_fails().at(0).dump();
+  int status = 0;
+  double took = w.stop_timed(SIGTERM, &status);
+  EXPECT_LT(took, 1.0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto rotated = json_lines(out + ".1");
+  ASSERT_EQ(rotated.size(), 1u) << read_file(out + ".1");
+  EXPECT_EQ(rotated[0].value("type", ""), "start");
+  EXPECT_EQ(of_type(json_lines(out), "stats").size(), 1u);
 }
 
 // `analyze /dev/zero` grew by 450 MB/s and, under a memory limit, printed `total 0` and exit 0.
