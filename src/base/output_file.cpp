@@ -71,24 +71,48 @@ UniqueFd open_output_file(const std::string &path, const OutputFileOptions &opts
   if (name.empty() || name == "." || name == "..")
     throw refuse("not a file name");
 
-  // The directory is checked on an fd and the file opened relative to that same fd: a directory
-  // swapped in after the check is never the one written into.
-  UniqueFd dfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!dfd)
-    throw refuse("directory " + dir + ": " + std::strerror(errno));
-  struct stat ds {};
-  if (fstat(dfd.get(), &ds) != 0)
-    throw refuse("directory " + dir + ": " + std::strerror(errno));
+  // Every directory on the way is opened relative to the one before and checked on its fd, and the
+  // file is opened relative to the last: a directory swapped in after its check is never the one
+  // written into, and a directory another user controls anywhere on the path (who could rename a
+  // root-owned subdirectory away and put a symlink to /etc in its place) is refused.
   const uid_t me = geteuid();
-  if (ds.st_uid != 0 && ds.st_uid != me)
-    throw refuse("directory " + dir + " is owned by uid " + std::to_string(ds.st_uid) +
-                 ", who could replace the file; write into a directory owned by root");
-  // World-writable without the sticky bit: anyone may rename or replace the file under us.
-  // (Sticky world-writable, like /tmp, is fine: only the file's owner may remove it, and what
-  // another user planted there is refused below as a symlink or as not ours.)
-  if ((ds.st_mode & S_IWOTH) && !(ds.st_mode & S_ISVTX))
-    throw refuse("directory " + dir + " is writable by everyone and not sticky (mode " + octal(ds.st_mode) +
-                 "): another user could replace the file");
+  auto check_dir = [&](int fd, const std::string &shown) {
+    struct stat ds {};
+    if (fstat(fd, &ds) != 0)
+      throw refuse("directory " + shown + ": " + std::strerror(errno));
+    if (ds.st_uid != 0 && ds.st_uid != me)
+      throw refuse("directory " + shown + " is owned by uid " + std::to_string(ds.st_uid) +
+                   ", who could replace the file; write into a directory owned by root");
+    // World-writable without the sticky bit: anyone may rename or replace what is in it. (Sticky
+    // world-writable, like /tmp, is fine: only an entry's owner may remove it, the kernel does not
+    // follow another user's symlink there (fs.protected_symlinks), and what another user planted
+    // as our file is refused below as a symlink or as not ours.)
+    if ((ds.st_mode & S_IWOTH) && !(ds.st_mode & S_ISVTX))
+      throw refuse("directory " + shown + " is writable by everyone and not sticky (mode " + octal(ds.st_mode) +
+                   "): another user could replace the file");
+  };
+  const bool absolute = dir[0] == '/';
+  UniqueFd dfd(::open(absolute ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dfd)
+    throw refuse(std::string("directory ") + (absolute ? "/" : ".") + ": " + std::strerror(errno));
+  check_dir(dfd.get(), absolute ? "/" : ".");
+  std::string walked = absolute ? "" : ".";
+  for (size_t pos = 0; pos < dir.size();) {
+    size_t end = dir.find('/', pos);
+    if (end == std::string::npos)
+      end = dir.size();
+    std::string comp = dir.substr(pos, end - pos);
+    pos = end + 1;
+    if (comp.empty() || comp == ".")
+      continue;
+    walked += "/" + comp;
+    // Symlinks between directories are followed (/var/run -> /run); the one at the file is not.
+    UniqueFd next(::openat(dfd.get(), comp.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!next)
+      throw refuse("directory " + walked + ": " + std::strerror(errno));
+    check_dir(next.get(), walked);
+    dfd = std::move(next);
+  }
 
   const mode_t mode = opts.group ? 0640 : 0600;
   // No O_TRUNC here: nothing is truncated before the file is checked. O_NONBLOCK: opening a FIFO

@@ -122,6 +122,27 @@ TEST_F(OutputFileTest, RefusesAWorldWritableDirectoryWithoutStickyBit) {
   EXPECT_FALSE(fs::exists(open_dir + "/out.jsonl"));
 }
 
+// Not only the parent: any directory on the way that another user could rename things in.
+TEST_F(OutputFileTest, RefusesAnUnsafeDirectoryHigherUpThePath) {
+  std::string open_dir = path("shared");
+  ASSERT_EQ(mkdir(open_dir.c_str(), 0700), 0);
+  ASSERT_EQ(chmod(open_dir.c_str(), 0777), 0);
+  std::string safe = open_dir + "/ours";
+  ASSERT_EQ(mkdir(safe.c_str(), 0700), 0);
+  std::string msg = refusal(safe + "/out.jsonl");
+  EXPECT_NE(msg.find("directory " + open_dir + " is writable by everyone and not sticky"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(safe + "/out.jsonl"));
+  // A relative path is walked from the working directory.
+  std::string cwd = fs::current_path().string();
+  ASSERT_EQ(chdir(dir.c_str()), 0);
+  msg = refusal("shared/ours/out.jsonl");
+  std::string ok_msg = refusal("rel.jsonl");
+  ASSERT_EQ(chdir(cwd.c_str()), 0);
+  EXPECT_NE(msg.find("directory ./shared is writable by everyone and not sticky"), std::string::npos) << msg;
+  EXPECT_EQ(ok_msg, "");
+  EXPECT_EQ(mode_of(path("rel.jsonl")), 0600u);
+}
+
 TEST_F(OutputFileTest, AcceptsAStickyWorldWritableDirectoryLikeTmp) {
   std::string sticky = path("tmp");
   ASSERT_EQ(mkdir(sticky.c_str(), 0700), 0);
