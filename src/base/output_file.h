@@ -3,9 +3,10 @@
 // why502 runs as root and its files hold client addresses and request lines, so a path given on
 // the command line must not become a way for a local user to make root write somewhere else, or
 // to read what root writes:
-//   * the parent directory is opened first (O_PATH) and checked on that fd: owned by root or by us,
-//     and not writable by others unless sticky (/tmp); the file is then opened relative to that fd,
-//     so the directory that was checked is the directory that is used (no check-then-use race);
+//   * every directory on the path is opened (O_PATH) relative to the one before and checked on
+//     that fd: owned by root or by us, and not writable by others unless sticky (/tmp); the file is
+//     then opened relative to the last fd, so the directories that were checked are the ones used
+//     (no check-then-use race);
 //   * O_NOFOLLOW: a symlink at the path is refused ("refusing to write through a symlink");
 //   * the opened file is checked on its fd before a byte is written or truncated: a regular file,
 //     owned by us, with one link (a hard link planted to /etc/shadow is refused);
