@@ -381,6 +381,9 @@ struct TailerOptions {
   bool start_at_end = true;
   std::size_t max_line = 64 * 1024; // longer lines are cut to this and counted
   std::size_t read_chunk = 64 * 1024;
+  // Bytes one drain() reads at most (over the current and the rotated file); the rest waits for
+  // the next call, so a log that grows without end cannot hold the caller's loop.
+  std::size_t max_drain_bytes = 8 * 1024 * 1024;
   // Watch writes (IN_MODIFY) so fd() wakes a poller on every new line. Off when the caller drains
   // on a timer: each inotify event costs the writer (nginx) time in its write() path.
   bool wake_on_write = true;
@@ -397,6 +400,7 @@ struct TailerStats {
   std::uint64_t rotations = 0;     // rename/delete + create: switched to a new inode
   std::uint64_t truncations = 0;   // copytruncate: the file shrank, restarted at 0
   std::uint64_t read_errors = 0;
+  std::uint64_t capped_drains = 0; // drain() stopped at max_drain_bytes with more to read
 };
 
 // Follows one log file by path, never blocking. Usage: poll() on fd() for POLLIN, then drain().
@@ -416,6 +420,8 @@ public:
   const TailerStats &stats() const { return stats_; }
   const std::string &path() const { return path_; }
   bool file_open() const { return cur_.fd >= 0; }
+  // Why the file is not open ("PATH: No such file or directory", "PATH: a character device, not a
+  // regular file"); empty while it is.
   const std::string &last_error() const { return last_error_; }
 
   // How long a rotated-away file keeps being read after it last grew (nginx writes to it until
@@ -452,6 +458,7 @@ private:
   File old_; // the rotated-away file, drained until idle
   std::vector<char> buf_;
   std::string last_error_;
+  std::size_t budget_ = 0; // bytes the current drain() may still read
 };
 
 } // namespace why502::nginx

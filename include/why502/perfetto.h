@@ -65,6 +65,8 @@ struct WriterOptions {
   uint32_t sequence_id = 1;
   // Clock readings for the initial ClockSnapshot; default: read the clocks now.
   std::optional<ClockReadings> clocks;
+  // The file is 0600; with a group, 0640 and of that group (`--group`).
+  std::optional<unsigned> group;
 };
 
 struct WriterStats {

@@ -14,10 +14,33 @@ int run_analyze(const AnalyzeOptions &opts) {
   Output out(opts.output);
   for (const auto &v : r.verdicts)
     out.line(opts.json ? to_json(v).dump() : sinks::text_report(v));
-  out.line(opts.json ? sinks::summary_json(r.stats).dump() : sinks::summary_table(r.stats));
-  if (r.bad_capture_lines || r.unparsed_error_lines || r.unparsed_access_lines)
-    fprintf(stderr, "why502: skipped %llu capture line(s), %llu error-log line(s), %llu access-log line(s) it could not parse\n",
-            static_cast<unsigned long long>(r.bad_capture_lines), static_cast<unsigned long long>(r.unparsed_error_lines),
+  // Skipped input is part of the answer: a summary over fewer lines than the files hold says so.
+  const bool skipped = r.bad_capture_lines || r.long_lines || r.unparsed_error_lines || r.unparsed_access_lines;
+  if (opts.json) {
+    auto summary = sinks::summary_json(r.stats);
+    summary["skipped_capture_lines"] = r.bad_capture_lines;
+    summary["skipped_long_lines"] = r.long_lines;
+    summary["unparsed_error_lines"] = r.unparsed_error_lines;
+    summary["unparsed_access_lines"] = r.unparsed_access_lines;
+    out.line(summary.dump());
+  } else {
+    std::string table = sinks::summary_table(r.stats);
+    if (skipped) {
+      if (!table.empty() && table.back() == '\n')
+        table.pop_back();
+      table += "\nskipped: " + std::to_string(r.bad_capture_lines) + " capture line(s) that are not records, " +
+               std::to_string(r.long_lines) + " line(s) over " + std::to_string(kMaxReplayLine) + " bytes, " +
+               std::to_string(r.unparsed_error_lines) + " error-log line(s), " +
+               std::to_string(r.unparsed_access_lines) + " access-log line(s) not understood";
+    }
+    out.line(table);
+  }
+  if (skipped)
+    fprintf(stderr,
+            "why502: skipped %llu capture line(s) that are not records, %llu line(s) over %zu bytes, %llu "
+            "error-log line(s), %llu access-log line(s) it could not parse\n",
+            static_cast<unsigned long long>(r.bad_capture_lines), static_cast<unsigned long long>(r.long_lines),
+            kMaxReplayLine, static_cast<unsigned long long>(r.unparsed_error_lines),
             static_cast<unsigned long long>(r.unparsed_access_lines));
   return 0;
 }

@@ -14,6 +14,7 @@ struct EventsOptions {
   std::vector<std::string> comms;
   std::optional<double> duration_s;
   std::string output; // "" = stdout
+  std::string group;  // --group: output file 0640 and of this group
 };
 int run_events(const EventsOptions &opts);
 
@@ -41,6 +42,7 @@ struct WatchCommandOptions {
   std::string capture; // also record the raw inputs for `analyze`
   std::string perfetto; // also write a Perfetto trace here
   std::string syscall_probes = "on-demand"; // or "always"
+  std::string group;                        // --group: output files 0640 and of this group
 };
 int run_watch(const WatchCommandOptions &opts);
 
@@ -48,6 +50,7 @@ struct RecordOptions {
   std::string output; // the .pftrace file
   std::optional<double> duration_s;
   uint64_t max_size = 0; // bytes, 0 = no cap
+  std::string group;     // --group: the trace 0640 and of this group
   std::optional<int> nginx_pid;
   std::vector<std::string> error_logs;
   std::vector<std::string> access_logs;
@@ -73,6 +76,9 @@ int run_demo(const DemoOptions &opts); // demo_cmd.cpp
 
 // Set by SIGINT/SIGTERM: loops finish their work and print summaries.
 bool stop_requested();
-void install_stop_handlers();
+// True once per SIGHUP (cleared by the call): loops reopen their output files at the same paths
+// (logrotate renamed them; the next line goes to a new file).
+bool take_reopen_request();
+void install_stop_handlers(); // INT, TERM, HUP (and SIGPIPE ignored)
 
 } // namespace why502::cli

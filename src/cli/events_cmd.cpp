@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "base/privileges.h"
 #include "cli/output.h"
+#include "why502/error.h"
 #include "why502/tracer.h"
 
 namespace why502::cli {
@@ -37,7 +38,7 @@ int run_events(const EventsOptions &opts) {
   topts.comms = opts.comms;
   if (topts.pids.empty() && topts.comms.empty())
     topts.comms = {"nginx"};
-  Output out(opts.output);
+  Output out(opts.output, opts.group.empty() ? std::nullopt : std::optional<gid_t>(base::group_id(opts.group)));
   Tracer tracer(topts);
   drop_after_attach(); // attached, output open: keep only what polling and exit need
   warn_degraded(tracer);
@@ -57,6 +58,13 @@ int run_events(const EventsOptions &opts) {
     ++events;
   };
   while (!stop_requested()) {
+    if (take_reopen_request()) {
+      try {
+        out.reopen(); // logrotate renamed the file: go on in a new one at the same path
+      } catch (const Error &e) { // the old file stays in use: nothing is lost
+        fprintf(stderr, "why502: SIGHUP: %s; still writing to the old file\n", e.what());
+      }
+    }
     int timeout_ms = 200;
     if (opts.duration_s) {
       double left = *opts.duration_s - std::chrono::duration<double>(clock::now() - start).count();

@@ -7,25 +7,27 @@
 
 namespace why502::cli {
 
-Output::Output(const std::string &path) : f_(stdout), owned_(false), name_("stdout") {
+Output::Output(const std::string &path, std::optional<gid_t> group) : name_("stdout") {
   if (path.empty() || path == "-")
     return;
-  f_ = fopen(path.c_str(), "a");
-  if (!f_)
-    throw Error("cannot open " + path + " for writing: " + strerror(errno));
-  owned_ = true;
+  base::OutputFileOptions o;
+  o.group = group;
+  file_ = std::make_unique<base::OutputFile>(path, o);
   name_ = path;
 }
 
-Output::~Output() {
-  if (owned_)
-    fclose(f_);
+void Output::line(std::string_view text) {
+  if (file_)
+    return file_->write_line(text);
+  // Flushed per line: a reader of the pipe sees each record at once.
+  if (fwrite(text.data(), 1, text.size(), stdout) != text.size() || fputc('\n', stdout) == EOF ||
+      fflush(stdout) != 0)
+    throw Error("cannot write to " + name_ + ": " + strerror(errno));
 }
 
-void Output::line(std::string_view text) {
-  // Flushed per line: a reader of the pipe sees each record at once.
-  if (fwrite(text.data(), 1, text.size(), f_) != text.size() || fputc('\n', f_) == EOF || fflush(f_) != 0)
-    throw Error("cannot write to " + name_ + ": " + strerror(errno));
+void Output::reopen() {
+  if (file_)
+    file_->reopen();
 }
 
 } // namespace why502::cli

@@ -6,6 +6,7 @@
 
 #include "base/privileges.h"
 #include "cli/commands.h"
+#include "base/output_file.h"
 #include "cli/watcher.h"
 #include "sinks/perfetto_export.h"
 #include "why502/error.h"
@@ -50,6 +51,8 @@ int run_record(const RecordOptions &opts) {
 
   sinks::PerfettoExportOptions eopts;
   eopts.max_size_bytes = opts.max_size;
+  if (!opts.group.empty())
+    eopts.group = base::group_id(opts.group);
   sinks::PerfettoExporter trace(opts.output, eopts);
   seed_upstreams(trace, wopts.nginx_pid);
   for (uint32_t pid : watcher.nginx_pids())
@@ -69,6 +72,11 @@ int run_record(const RecordOptions &opts) {
   const auto start = clock::now();
   bool full = false;
   while (!stop_requested()) {
+    if (take_reopen_request())
+      // A trace is one file (its first packets describe the clocks and tracks): it is not split
+      // at a rotation. SIGHUP only does not stop the recording.
+      fprintf(stderr, "why502: SIGHUP: still recording to %s (a Perfetto trace is not reopened)\n",
+              opts.output.c_str());
     if (opts.duration_s && std::chrono::duration<double>(clock::now() - start).count() >= *opts.duration_s)
       break;
     emit(watcher.step(100));

@@ -20,12 +20,17 @@ struct ReplayInput {
 struct ReplayResult {
   std::vector<Verdict> verdicts;
   CorrelatorStats stats;
-  uint64_t bad_capture_lines = 0;
+  uint64_t bad_capture_lines = 0; // not JSON, or not a valid record ({"type":1}, wrong types)
+  uint64_t long_lines = 0;        // over kMaxReplayLine, in any input: skipped
   uint64_t unparsed_error_lines = 0;
   uint64_t unparsed_access_lines = 0;
 };
 
-// Throws Error with one line for unreadable files or a capture that is not one.
+// Lines longer than this are skipped and counted (long_lines), never held in memory.
+constexpr size_t kMaxReplayLine = 1024 * 1024;
+
+// Throws Error with one line for unreadable files (not regular, I/O error), a capture that is not
+// one, or inputs too large to hold (out of memory, more than a few million records).
 ReplayResult replay(const ReplayInput &in);
 
 } // namespace why502::cli

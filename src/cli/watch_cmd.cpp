@@ -2,10 +2,12 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/output_file.h"
 #include "base/privileges.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/watcher.h"
+#include "why502/error.h"
 #include "sinks/perfetto_export.h"
 #include "sinks/report.h"
 
@@ -14,8 +16,12 @@ namespace why502::cli {
 nlohmann::json stats_json(const LossCounters &l, uint64_t events); // events_cmd.cpp
 
 int run_watch(const WatchCommandOptions &opts) {
-  Output out(opts.output);
+  std::optional<gid_t> group;
+  if (!opts.group.empty())
+    group = base::group_id(opts.group);
+  Output out(opts.output, group);
   WatchOptions wopts;
+  wopts.output_group = group;
   wopts.nginx_pid = opts.nginx_pid;
   wopts.error_logs = opts.error_logs;
   wopts.access_logs = opts.access_logs;
@@ -24,15 +30,22 @@ int run_watch(const WatchCommandOptions &opts) {
   Watcher watcher(wopts);
   std::unique_ptr<sinks::PerfettoExporter> trace; // --perfetto: record alongside
   if (!opts.perfetto.empty()) {
-    trace = std::make_unique<sinks::PerfettoExporter>(opts.perfetto);
+    sinks::PerfettoExportOptions eopts;
+    eopts.group = group;
+    trace = std::make_unique<sinks::PerfettoExporter>(opts.perfetto, eopts);
     trace->connect(watcher);
   }
   drop_after_attach(); // attached, outputs open: keep only what reloads and probe arming need
   install_stop_handlers();
-  if (opts.json)
-    out.line(watcher.start_json().dump());
-  else
+  if (opts.json) {
+    auto start_line = watcher.start_json();
+    out.line(start_line.dump());
+    // Notes (a log that cannot be read, ...) also reach the operator's terminal, not only the file.
+    for (const auto &n : start_line["notes"])
+      fprintf(stderr, "why502: note: %s\n", n.get<std::string>().c_str());
+  } else {
     fprintf(stderr, "%s", watcher.describe().c_str());
+  }
 
   auto emit = [&](const std::vector<Verdict> &verdicts) {
     for (const auto &v : verdicts) {
@@ -44,6 +57,16 @@ int run_watch(const WatchCommandOptions &opts) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   while (!stop_requested()) {
+    if (take_reopen_request()) {
+      // logrotate renamed the files: the next line goes to a new file at the same path. The
+      // Perfetto trace is one file and is not split.
+      try {
+        out.reopen();
+        watcher.reopen_capture();
+      } catch (const Error &e) { // the old file stays in use: nothing is lost
+        fprintf(stderr, "why502: SIGHUP: %s; still writing to the old file\n", e.what());
+      }
+    }
     if (opts.duration_s && std::chrono::duration<double>(clock::now() - start).count() >= *opts.duration_s)
       break;
     emit(watcher.step(100));

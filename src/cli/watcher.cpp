@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/output_file.h"
 #include "base/target_fs.h"
 #include "why502/error.h"
 #include "why502/host.h"
@@ -59,7 +60,7 @@ struct Watcher::Impl {
   std::vector<std::string> notes; // logs we cannot follow, and why
   nginx::ParseStats error_stats, access_stats;
 
-  FILE *capture = nullptr;
+  std::unique_ptr<base::OutputFile> capture; // --capture (no symlinks, 0600, O_CLOEXEC)
   int64_t last_sample_ns = 0;
   int64_t last_drain_ns = 0;
   int64_t last_syscall_need_ns = 0;
@@ -71,9 +72,7 @@ struct Watcher::Impl {
   void write_capture(const json &j) {
     if (!capture)
       return;
-    std::string s = j.dump() + "\n";
-    if (fwrite(s.data(), 1, s.size(), capture) != s.size() || fflush(capture) != 0)
-      throw Error("cannot write the capture file " + opts.capture_path + ": " + strerror(errno));
+    capture->write_line(j.dump());
   }
 
   // Notes are deduplicated and capped: a reload re-reads the config, and a config with many
@@ -127,11 +126,19 @@ struct Watcher::Impl {
     return fs ? fs->root_label() + path : path;
   }
 
+  // A log that cannot be read now (missing, misspelled, not a regular file) is followed anyway
+  // (it may appear later), and said so in the start line: no verdict will quote it until then.
+  void note_unopened(const char *what, const nginx::LogTailer &t) {
+    if (!t.file_open())
+      add_note(std::string(what) + " " + t.last_error() + ": not read until it can be opened");
+  }
+
   void add_error_log(const std::string &path, const std::shared_ptr<const base::TargetFs> &fs = nullptr) {
     std::string key = tail_key(path, fs);
     if (error_tails.count(key))
       return;
     error_tails[key].tailer = std::make_unique<nginx::LogTailer>(path, timer_drained(fs));
+    note_unopened("error_log", *error_tails[key].tailer);
   }
 
   void add_access_log(const std::string &path, const nginx::LogFormat *fmt,
@@ -141,6 +148,7 @@ struct Watcher::Impl {
       return;
     AccessTail t;
     t.tailer = std::make_unique<nginx::LogTailer>(path, timer_drained(fs));
+    note_unopened("access_log", *t.tailer);
     if (fmt) {
       t.parser = nginx::AccessLogParser::for_format(*fmt);
       t.format_name = fmt->name;
@@ -316,8 +324,12 @@ Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
   }
 
   CorrelatorOptions copts;
-  copts.error_log_available = !m.error_tails.empty();
-  copts.access_log_available = !m.access_tails.empty();
+  // Only logs that are open count: with no readable error log, kernel failures are verdicts on
+  // their own instead of waiting for lines that will not come.
+  copts.error_log_available = std::any_of(m.error_tails.begin(), m.error_tails.end(),
+                                          [](const auto &t) { return t.second.tailer->file_open(); });
+  copts.access_log_available = std::any_of(m.access_tails.begin(), m.access_tails.end(),
+                                           [](const auto &t) { return t.second.tailer->file_open(); });
   for (const auto &inst : m.instances)
     for (const auto &u : inst.config.upstreams)
       for (const auto &s : u->servers)
@@ -325,16 +337,18 @@ Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
   m.correlator = std::make_unique<Correlator>(copts);
 
   if (!opts.capture_path.empty()) {
-    m.capture = fopen(opts.capture_path.c_str(), "a");
-    if (!m.capture)
-      throw Error("cannot open the capture file " + opts.capture_path + ": " + strerror(errno));
+    base::OutputFileOptions fo;
+    fo.group = opts.output_group;
+    m.capture = std::make_unique<base::OutputFile>(opts.capture_path, fo);
   }
   m.sample(wall_now_ns());
 }
 
-Watcher::~Watcher() {
+Watcher::~Watcher() = default;
+
+void Watcher::reopen_capture() {
   if (impl_->capture)
-    fclose(impl_->capture);
+    impl_->capture->reopen();
 }
 
 std::vector<Verdict> Watcher::step(int timeout_ms) {

@@ -23,6 +23,7 @@ struct WatchOptions {
   std::vector<std::string> error_logs;  // override discovery
   std::vector<std::string> access_logs; // override discovery
   std::string capture_path;             // also write the raw inputs (kernel records, host samples) here
+  std::optional<gid_t> output_group;    // --group: the capture file is 0640 and of this group
   double sample_interval_s = 0.5;
   // Attach the syscall programs from the start instead of when nginx first reports a failure
   // only they can see (they slow every syscall on the host while attached).
@@ -39,6 +40,8 @@ public:
   std::vector<Verdict> step(int timeout_ms);
   // Everything still pending.
   std::vector<Verdict> finish();
+  // SIGHUP: the capture file is opened again at its path (logrotate renamed it). Throws Error.
+  void reopen_capture();
 
   // Called with every kernel record and host sample as it arrives (Perfetto export).
   void on_kernel(std::function<void(const KernelEvent &)> cb);

@@ -5,7 +5,9 @@
 //     every drain until it has been idle for kRetiredIdleMs; the new file is read from offset 0;
 //   * the same inode but smaller than our offset (copytruncate): restart at 0.
 // Reads are non-blocking and chunked; a line longer than max_line is cut and counted, the rest of
-// it is skipped without being stored, so memory stays at ~read_chunk + 2 * max_line.
+// it is skipped without being stored, so memory stays at ~read_chunk + 2 * max_line. One drain()
+// reads at most max_drain_bytes. Only regular files are read: /dev/zero, a FIFO or a directory
+// named as a log is refused (last_error()), never read without end.
 #include "why502/nginx.h"
 
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -24,6 +27,20 @@ std::int64_t now_ms() {
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
+
+const char *file_kind(mode_t m) {
+  if (S_ISDIR(m))
+    return "a directory";
+  if (S_ISFIFO(m))
+    return "a FIFO";
+  if (S_ISCHR(m))
+    return "a character device";
+  if (S_ISBLK(m))
+    return "a block device";
+  if (S_ISSOCK(m))
+    return "a socket";
+  return "not a file";
+}
 } // namespace
 
 LogTailer::LogTailer(std::string path, TailerOptions opts) : path_(std::move(path)), opts_(opts) {
@@ -31,6 +48,7 @@ LogTailer::LogTailer(std::string path, TailerOptions opts) : path_(std::move(pat
     opts_.max_line = 1;
   if (opts_.read_chunk < 4096)
     opts_.read_chunk = 4096;
+  opts_.max_drain_bytes = std::max(opts_.max_drain_bytes, opts_.read_chunk);
   buf_.resize(opts_.read_chunk);
   inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (inotify_fd_ < 0)
@@ -80,7 +98,7 @@ void LogTailer::watch_file() {
 }
 
 bool LogTailer::open_file(File &f, bool at_end) {
-  int fd = open_path(O_RDONLY | O_NONBLOCK);
+  int fd = open_path(O_RDONLY | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     last_error_ = path_ + ": " + std::strerror(errno);
     return false;
@@ -88,6 +106,11 @@ bool LogTailer::open_file(File &f, bool at_end) {
   struct stat st {};
   if (fstat(fd, &st) != 0) {
     last_error_ = path_ + ": " + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    last_error_ = path_ + ": " + file_kind(st.st_mode) + ", not a regular file";
     ::close(fd);
     return false;
   }
@@ -158,8 +181,8 @@ void LogTailer::flush_partial(File &f, const LineCallback &cb, std::size_t &n) {
 void LogTailer::read_available(File &f, const LineCallback &cb, std::size_t &n) {
   if (f.fd < 0)
     return;
-  for (;;) {
-    ssize_t r = ::pread(f.fd, buf_.data(), buf_.size(), f.offset);
+  while (budget_ > 0) {
+    ssize_t r = ::pread(f.fd, buf_.data(), std::min(buf_.size(), budget_), f.offset);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -170,6 +193,7 @@ void LogTailer::read_available(File &f, const LineCallback &cb, std::size_t &n) 
     if (r == 0)
       return;
     f.offset += r;
+    budget_ -= static_cast<std::size_t>(r);
     f.last_data_ms = now_ms();
     stats_.bytes += static_cast<std::uint64_t>(r);
     feed(f, buf_.data(), static_cast<std::size_t>(r), cb, n);
@@ -178,6 +202,7 @@ void LogTailer::read_available(File &f, const LineCallback &cb, std::size_t &n) 
 
 std::size_t LogTailer::drain(const LineCallback &cb) {
   std::size_t n = 0;
+  budget_ = opts_.max_drain_bytes;
   clear_inotify();
   read_available(old_, cb, n);
   if (old_.fd >= 0 && now_ms() - old_.last_data_ms >= kRetiredIdleMs) {
@@ -187,6 +212,11 @@ std::size_t LogTailer::drain(const LineCallback &cb) {
   // Bounded: a rotation storm cannot keep us here forever.
   for (int round = 0; round < 4; ++round) {
     read_available(cur_, cb, n);
+    if (budget_ == 0) {
+      // More may be waiting: the next drain() goes on from here (rotation is checked then too).
+      stats_.capped_drains++;
+      return n;
+    }
     struct stat st {};
     bool exists = stat_path(st);
     if (cur_.fd < 0) {
@@ -201,6 +231,10 @@ std::size_t LogTailer::drain(const LineCallback &cb) {
       // rename+create: retire the current file (still written by nginx until reopen)
       if (old_.fd >= 0) {
         read_available(old_, cb, n);
+        if (budget_ == 0) { // the older file is not finished: retire it on a later drain()
+          stats_.capped_drains++;
+          return n;
+        }
         flush_partial(old_, cb, n);
         close_file(old_);
       }

@@ -138,6 +138,7 @@ struct PerfettoExporter::Impl {
     perfetto::WriterOptions wo;
     wo.max_size_bytes = o.max_size_bytes;
     wo.clocks = o.clocks;
+    wo.group = o.group;
     return wo;
   }
 

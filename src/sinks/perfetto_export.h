@@ -61,6 +61,7 @@ struct PerfettoExportOptions {
   std::string proc_root = "/proc";                  // where cmdlines are read
   size_t max_flow_sources = 16384;                  // kernel events / verdicts remembered for arrows
   size_t max_tracks = 1024;                         // per kind: workers, processes, upstreams, listeners
+  std::optional<unsigned> group;                    // file 0640 and of this gid (else 0600)
 };
 
 struct PerfettoExportStats {

@@ -10,8 +10,10 @@
 #include <unistd.h>
 #include <unordered_map>
 
+#include "base/output_file.h"
 #include "sinks/perfetto_fields.h"
 #include "sinks/perfetto_proto.h"
+#include "why502/error.h"
 
 namespace why502::perfetto {
 
@@ -315,9 +317,17 @@ TraceWriter::TraceWriter(const std::string &path, WriterOptions options) : impl_
   if (m.options.sequence_id == 0)
     throw Error("Perfetto trace: sequence id 0 is invalid");
   m.clocks = options.clocks ? *options.clocks : read_clocks();
-  m.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (m.fd < 0)
-    m.fail("open", errno);
+  // No symlinks, 0600 (0640 with a group), O_CLOEXEC; checked before it is truncated.
+  base::OutputFileOptions fo;
+  fo.truncate = true; // one trace per file: appending would follow a finished trace
+  if (options.group)
+    fo.group = static_cast<gid_t>(*options.group);
+  try {
+    m.fd = base::open_output_file(path, fo).release();
+  } catch (const why502::Error &e) {
+    m.failure = std::string("Perfetto trace: ") + e.what();
+    throw Error(*m.failure);
+  }
   m.out.reserve(kFlushThreshold + 4096);
   m.write_clock_snapshot();
   m.commit_packet();

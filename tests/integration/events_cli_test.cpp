@@ -114,7 +114,7 @@ TEST(EventsCli, BadInputIsOneLineAndNonZeroExit) {
   EXPECT_NE(rc1, 0);
   auto [rc2, out2] = run("analyze /nonexistent --error-log /nonexistent");
   EXPECT_NE(rc2, 0);
-  EXPECT_EQ(out2, "why502: cannot read capture /nonexistent\n");
+  EXPECT_EQ(out2, "why502: cannot read capture /nonexistent: No such file or directory\n");
   auto [rc3, out3] = run("watch --nginx-pid 999999");
   EXPECT_NE(rc3, 0);
   EXPECT_EQ(std::count(out3.begin(), out3.end(), '\n'), 1) << out3;

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -115,12 +116,56 @@ TEST_F(TailerTest, HugeLineIsCutNotStored) {
   std::string huge(10 * 1024 * 1024, 'z');
   append(huge + "\nshort\n");
   std::vector<std::pair<size_t, bool>> got;
-  t.drain([&](std::string_view l, bool cut) { got.emplace_back(l.size(), cut); });
+  // Over more than one drain(): each reads at most max_drain_bytes (8 MiB by default).
+  for (int i = 0; i < 3; ++i)
+    t.drain([&](std::string_view l, bool cut) { got.emplace_back(l.size(), cut); });
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0], (std::pair<size_t, bool>{1024, true}));
   EXPECT_EQ(got[1], (std::pair<size_t, bool>{5, false}));
   EXPECT_EQ(t.stats().truncated_lines, 1u);
   EXPECT_EQ(t.stats().bytes, huge.size() + 7);
+}
+
+// /dev/zero, a FIFO or a directory named as a log is refused with a reason, never read: reading
+// /dev/zero spun at 100% CPU and never returned from drain().
+TEST_F(TailerTest, RefusesWhatIsNotARegularFile) {
+  {
+    LogTailer t("/dev/zero");
+    EXPECT_FALSE(t.file_open());
+    EXPECT_EQ(t.last_error(), "/dev/zero: a character device, not a regular file");
+    EXPECT_EQ(drain(t), V{});
+    EXPECT_EQ(t.stats().bytes, 0u);
+  }
+  std::string fifo = dir_ + "/fifo.log";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  LogTailer f(fifo);
+  EXPECT_FALSE(f.file_open());
+  EXPECT_EQ(f.last_error(), fifo + ": a FIFO, not a regular file");
+  LogTailer d(dir_);
+  EXPECT_EQ(d.last_error(), dir_ + ": a directory, not a regular file");
+  LogTailer missing(dir_ + "/misspelled.log");
+  EXPECT_FALSE(missing.file_open());
+  EXPECT_EQ(missing.last_error(), dir_ + "/misspelled.log: No such file or directory");
+}
+
+// One drain() reads at most max_drain_bytes; the rest comes on the next calls, nothing lost.
+TEST_F(TailerTest, DrainIsCappedAndResumes) {
+  std::string line(99, 'x');
+  std::string chunk;
+  for (int i = 0; i < 1000; ++i)
+    chunk += line + "\n"; // 100 000 bytes
+  append(chunk);
+  LogTailer t(path_, {.start_at_end = false, .read_chunk = 4096, .max_drain_bytes = 16384});
+  size_t total = 0, calls = 0;
+  for (size_t got = 1; got > 0 || total < 1000; ++calls) {
+    got = drain(t).size();
+    EXPECT_LE(got, 16384u / 100 + 1);
+    total += got;
+    ASSERT_LT(calls, 100u);
+  }
+  EXPECT_EQ(total, 1000u);
+  EXPECT_EQ(t.stats().bytes, 100000u);
+  EXPECT_GE(t.stats().capped_drains, 6u); // 100000 / 16384
 }
 
 } // namespace
