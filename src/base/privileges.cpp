@@ -105,8 +105,8 @@ void drop_capabilities(CapMask keep) {
     throw Error(errno_line("cannot set no_new_privs"));
 }
 
-void drop_after_attach() {
-  drop_capabilities(kRuntime);
+void drop_after_attach(bool keep_chown) {
+  drop_capabilities(kRuntime | (keep_chown ? cap_bit(CAP_CHOWN) : 0));
   spdlog::debug("attached; capabilities kept: {}; no_new_privs set",
                 cap_names(current_capabilities().effective));
 }

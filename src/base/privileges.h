@@ -26,7 +26,9 @@ void drop_capabilities(CapMask keep);
 // drop_capabilities(runtime_capabilities()), logged: what `watch`, `events` and `record` call once the
 // Tracer is attached and their output files are open. `demo` and `doctor` do not: the demo starts its
 // lab (nginx, upstreams, namespaces, cgroups) throughout, and doctor exits after one check.
-void drop_after_attach();
+// `keep_chown`: with --group, CAP_CHOWN stays too, so the file a SIGHUP reopens (logrotate) can be
+// given to that group again.
+void drop_after_attach(bool keep_chown = false);
 
 // The calling process's sets as /proc/self/status shows them.
 struct CapState {

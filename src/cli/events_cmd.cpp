@@ -40,7 +40,7 @@ int run_events(const EventsOptions &opts) {
     topts.comms = {"nginx"};
   Output out(opts.output, opts.group.empty() ? std::nullopt : std::optional<gid_t>(base::group_id(opts.group)));
   Tracer tracer(topts);
-  drop_after_attach(); // attached, output open: keep only what polling and exit need
+  drop_after_attach(!opts.group.empty()); // attached, output open: keep only what polling and exit need
   warn_degraded(tracer);
   install_stop_handlers();
   // Readers (and tests) know from this line that the programs are attached.

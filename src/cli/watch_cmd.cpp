@@ -35,7 +35,7 @@ int run_watch(const WatchCommandOptions &opts) {
     trace = std::make_unique<sinks::PerfettoExporter>(opts.perfetto, eopts);
     trace->connect(watcher);
   }
-  drop_after_attach(); // attached, outputs open: keep only what reloads and probe arming need
+  drop_after_attach(group.has_value()); // attached, outputs open: keep only what reloads and probe arming need
   install_stop_handlers();
   if (opts.json) {
     auto start_line = watcher.start_json();
