@@ -1,4 +1,5 @@
 #include "base/output_file.h"
+#include "base/file_kind.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -34,20 +35,6 @@ int write_all(int fd, std::string_view data) {
 }
 
 namespace {
-
-std::string file_kind(mode_t m) {
-  if (S_ISDIR(m))
-    return "a directory";
-  if (S_ISFIFO(m))
-    return "a FIFO";
-  if (S_ISCHR(m))
-    return "a character device";
-  if (S_ISBLK(m))
-    return "a block device";
-  if (S_ISSOCK(m))
-    return "a socket";
-  return "not a regular file";
-}
 
 std::string octal(mode_t m) {
   char buf[8];
@@ -147,7 +134,7 @@ UniqueFd open_output_file(const std::string &path, const OutputFileOptions &opts
   if (fstat(file.get(), &st) != 0)
     throw refuse(std::strerror(errno));
   if (!S_ISREG(st.st_mode))
-    throw refuse(file_kind(st.st_mode) + ", not a regular file");
+    throw refuse(std::string(file_kind(st.st_mode)) + ", not a regular file");
   if (st.st_uid != me)
     throw refuse("the file is owned by uid " + std::to_string(st.st_uid) +
                  ", who could read what why502 writes; remove it or write elsewhere");

@@ -9,6 +9,7 @@
 // reads at most max_drain_bytes. Only regular files are read: /dev/zero, a FIFO or a directory
 // named as a log is refused (last_error()), never read without end.
 #include "why502/nginx.h"
+#include "base/file_kind.h"
 
 #include <fcntl.h>
 #include <sys/inotify.h>
@@ -28,19 +29,6 @@ std::int64_t now_ms() {
       .count();
 }
 
-const char *file_kind(mode_t m) {
-  if (S_ISDIR(m))
-    return "a directory";
-  if (S_ISFIFO(m))
-    return "a FIFO";
-  if (S_ISCHR(m))
-    return "a character device";
-  if (S_ISBLK(m))
-    return "a block device";
-  if (S_ISSOCK(m))
-    return "a socket";
-  return "not a file";
-}
 } // namespace
 
 LogTailer::LogTailer(std::string path, TailerOptions opts) : path_(std::move(path)), opts_(opts) {
@@ -110,7 +98,7 @@ bool LogTailer::open_file(File &f, bool at_end) {
     return false;
   }
   if (!S_ISREG(st.st_mode)) {
-    last_error_ = path_ + ": " + file_kind(st.st_mode) + ", not a regular file";
+    last_error_ = path_ + ": " + base::file_kind(st.st_mode) + ", not a regular file";
     ::close(fd);
     return false;
   }
