@@ -271,7 +271,7 @@ std::string_view behaviour_name(Behaviour b);
 std::optional<Behaviour> behaviour_from_name(std::string_view name);
 
 struct AppServerOptions {
-  std::string address = "127.0.0.1:0"; // "127.0.0.1:PORT" (0: pick) or "unix:/path"
+  std::string address = "127.0.0.1:0"; // "127.0.0.1:PORT", "[::1]:PORT" (0: pick) or "unix:/path"
   int backlog = 128;
   Behaviour behaviour = Behaviour::ok;
   double slow_seconds = 3.0;
@@ -292,7 +292,7 @@ public:
   AppServer &operator=(const AppServer &) = delete;
 
   pid_t pid() const { return proc_.pid(); }
-  const std::string &address() const { return address_; } // "127.0.0.1:PORT" or "unix:/path"
+  const std::string &address() const { return address_; } // "127.0.0.1:PORT", "[::1]:PORT" or "unix:/path"
   uint16_t port() const { return port_; }                  // 0 for unix
   void set_behaviour(Behaviour b);
   Behaviour behaviour() const;

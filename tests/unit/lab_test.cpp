@@ -246,6 +246,16 @@ TEST(LabAppServer, UnixSocketAndSlow) {
   EXPECT_TRUE(wait_listening(app.address(), 2.0));
 }
 
+TEST(LabAppServer, ListensOnIpv6Loopback) {
+  AppServerOptions o;
+  o.address = "[::1]:0";
+  AppServer app(o);
+  ASSERT_NE(app.port(), 0);
+  EXPECT_EQ(app.address(), "[::1]:" + std::to_string(app.port()));
+  EXPECT_TRUE(wait_listening(app.address(), 2.0));
+  EXPECT_THROW(wait_listening("[::1:80", 0.1), why502::Error); // a bracket left open is not an address
+}
+
 TEST(LabAppServer, NeverAcceptFillsTheBacklog) {
   AppServerOptions o;
   o.behaviour = Behaviour::never_accept;
