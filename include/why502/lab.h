@@ -460,6 +460,29 @@ HttpResult http_get(const std::string &host, uint16_t port, const std::string &p
 // `n` concurrent GETs (one thread each); results in launch order.
 std::vector<HttpResult> http_get_concurrent(const std::string &host, uint16_t port,
                                             const std::string &path, int n, double timeout_s = 10.0);
+// A client keep-alive connection: GETs one after another on one TCP connection to host:port
+// (HTTP/1.1 keep-alive), as browsers and load balancers send them; it reconnects when the server
+// closed the connection (Connection: close). Responses are framed by Content-Length or chunked
+// encoding. Never throws for network errors; a request that fails closes the connection.
+class HttpConnection {
+public:
+  HttpConnection(std::string host, uint16_t port, std::string host_header = "why502-lab");
+  ~HttpConnection();
+  HttpConnection(const HttpConnection &) = delete;
+  HttpConnection &operator=(const HttpConnection &) = delete;
+
+  // `host_header` empty: the connection's own.
+  HttpResult get(const std::string &path, double timeout_s = 10.0, const std::string &host_header = {});
+  int connects() const { return connects_; } // TCP connections opened so far
+
+private:
+  std::string host_, host_header_;
+  uint16_t port_;
+  int fd_ = -1;
+  int connects_ = 0;
+  std::string buf_; // bytes read past the previous response
+};
+
 // Parses the status code of an HTTP response status line ("HTTP/1.1 502 Bad Gateway"); 0 if malformed.
 int parse_status_line(std::string_view line);
 
