@@ -1,7 +1,7 @@
 // The ground-truth accuracy lab (issue 9, item 5): a real nginx under concurrent traffic and
 // upstream faults whose true cause the lab knows per request, compared with why502's verdict for
 // that request (matched by the request id in the URI, which nginx logs in $request and why502
-// reports in request.request).
+// reports in request.request; keep-alive clients put it in the Host header instead, see lab_run.h).
 //
 // Prints (and writes to <build>/accuracy-matrix-<run>.txt) the confusion matrix true cause x
 // verdict cause, and asserts:
@@ -46,15 +46,23 @@ bool env_flag(const char *name) {
   return v && *v && std::string(v) != "0";
 }
 
-// "GET /s4/reset/c3n17 HTTP/1.1" -> "c3n17"
-std::string request_id(const std::string &request_line) {
+// The lab's request id: the last path segment ("GET /s4/reset/c2n17 HTTP/1.1" -> "c2n17"), or,
+// when the path ends in '/', the first label of the Host header ("c3n17.why502-lab" -> "c3n17").
+std::string request_id(const std::string &request_line, const std::string &host) {
   auto sp1 = request_line.find(' ');
   auto sp2 = request_line.rfind(' ');
   if (sp1 == std::string::npos || sp2 <= sp1)
     return {};
   std::string path = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
   auto slash = path.rfind('/');
-  return slash == std::string::npos ? std::string{} : path.substr(slash + 1);
+  if (slash == std::string::npos)
+    return {};
+  if (slash + 1 < path.size())
+    return path.substr(slash + 1);
+  const std::string suffix = "." + kLabHost;
+  if (host.size() > suffix.size() && host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return host.substr(0, host.size() - suffix.size());
+  return {};
 }
 
 std::vector<json> verdict_lines(const std::string &path) {
@@ -74,7 +82,7 @@ std::map<std::string, std::vector<json>> by_request(const std::vector<json> &ver
   for (const auto &v : verdicts) {
     std::string id;
     if (v.contains("request") && v["request"].is_object())
-      id = request_id(v["request"].value("request", ""));
+      id = request_id(v["request"].value("request", ""), v["request"].value("host", ""));
     if (id.empty() || !ids.count(id))
       orphans.push_back(v);
     else
@@ -115,11 +123,12 @@ Score score(const LabRun &run, const std::vector<json> &live, const std::vector<
     ids.insert(r.id);
   std::map<std::string, AccessEntry> access;
   for (auto &e : read_access_log(run.nginx().access_log())) {
-    std::string id = request_id(e.request);
+    std::string id = request_id(e.request, e.host);
     if (!ids.count(id) || access.count(id)) {
       ++sc.foreign_access;
       if (sc.notes.size() < 40)
-        sc.notes.push_back("access line the lab did not expect: " + e.request + " " + std::to_string(e.status));
+        sc.notes.push_back("access line the lab did not expect: " + e.request + " host " + e.host + " " +
+                           std::to_string(e.status));
     }
     access[id] = e;
   }
@@ -209,7 +218,7 @@ std::string format_report(const LabRun &run, const Score &sc) {
   std::ostringstream o;
   const auto &opt = run.options();
   o << "why502 accuracy lab — run " << opt.tag << ": seed " << opt.seed << ", " << opt.requests << " requests, "
-    << opt.clients << " clients, nginx 2 workers, upstream keepalive " << (opt.keepalive ? "32" : "off") << ", "
+    << opt.clients << " clients (half keep-alive), nginx 2 workers, upstream keepalive " << (opt.keepalive ? "32" : "off") << ", "
     << std::fixed << std::setprecision(1) << run.traffic_seconds() << " s of traffic from " << std::setprecision(3)
     << run.traffic_start() << std::setprecision(1) << "\n";
   o << "events:\n";

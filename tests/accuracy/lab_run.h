@@ -1,5 +1,6 @@
 // One run of the accuracy lab: a named netns, a real nginx (2 workers, upstream keepalive off or
-// on), built-in upstreams on IPv4, IPv6 and unix sockets, 8 concurrent clients whose requests each
+// on), built-in upstreams on IPv4, IPv6 and unix sockets, 8 concurrent clients (half of them on
+// client keep-alive connections) whose requests each
 // pick a behaviour by path, a seeded schedule of upstream events (stop, SIGKILL, restart, crash,
 // exit, OOM kill), and `why502 watch --capture` running through it all.
 //
@@ -57,6 +58,9 @@ struct Slot {
   std::vector<EventTimes> events;  // as they happened
 };
 
+// The Host header of requests whose id is in the URI; "<id>.<kLabHost>" for the others.
+inline const std::string kLabHost = "why502-lab";
+
 struct Request {
   std::string id;
   std::string location; // nginx location prefix (a slot's name, or "p4": s4 with a long read timeout)
@@ -64,13 +68,18 @@ struct Request {
   Truth planned = Truth::ok;
   std::optional<EventKind> trigger; // set for an event's trigger request
   double pause = 0;                 // seconds the client waits before sending
+  // Keep-alive clients carry the id in the Host header instead of the URI, so that one client
+  // connection sends identical request lines (GET /s4/reset/ ...) for different requests: why502
+  // must still tell them apart (issue 9: requests on one keep-alive connection were merged).
+  bool id_in_host = false;
   // Filled by the client.
   double sent = 0, done = 0;
   HttpResult result;
 
   std::string path() const {
-    return "/" + location + "/" + std::string(wire_behaviour(planned)) + "/" + id;
+    return "/" + location + "/" + std::string(wire_behaviour(planned)) + "/" + (id_in_host ? "" : id);
   }
+  std::string host() const { return id_in_host ? id + "." + kLabHost : kLabHost; }
 };
 
 struct Episode {
@@ -245,6 +254,7 @@ private:
       for (int i = 0; i < n; ++i) {
         Request r;
         r.id = "c" + std::to_string(c) + "n" + std::to_string(i);
+        r.id_in_host = c % 2 == 1; // the keep-alive clients (see client())
         r.pause = std::uniform_real_distribution<double>(0.05, 0.40)(rng);
         double p = pct();
         if (p < 4) {
@@ -307,18 +317,25 @@ private:
     }
   }
 
-  void send(Request &r) {
+  // On a fresh connection (conn == nullptr) or on the client's keep-alive connection.
+  void send(Request &r, HttpConnection *conn = nullptr) {
     r.sent = now_s();
-    r.result = http_get("127.0.0.1", nginx_->port(), r.path(), 10.0);
+    r.result = conn ? conn->get(r.path(), 10.0, r.host())
+                    : http_get("127.0.0.1", nginx_->port(), r.path(), 10.0, r.host());
     r.done = now_s();
   }
 
+  // Odd clients keep one connection to nginx open across their requests (as browsers and load
+  // balancers do), so nginx logs several requests per client connection; even ones connect per request.
   void client(int c) {
     try {
+      std::optional<HttpConnection> conn;
+      if (c % 2 == 1)
+        conn.emplace("127.0.0.1", nginx_->port());
       for (size_t idx : client_plan_[size_t(c)]) {
         Request &r = requests_[idx];
         sleep_for(r.pause);
-        send(r);
+        send(r, conn ? &*conn : nullptr);
       }
     } catch (const Interrupted &) {
       // the main thread failed and asked everyone to stop
