@@ -105,6 +105,7 @@ struct Score {
   std::vector<std::string> wrong;    // examples of misattributions
   std::vector<std::string> notes;    // missing/duplicate/2xx/orphan/status examples
   std::vector<std::string> analyze_diffs;
+  std::map<std::string, Label> labels; // per request id, as scored
 };
 
 std::string brief(const json &v) {
@@ -149,7 +150,8 @@ Score score(const LabRun &run, const std::vector<json> &live, const std::vector<
     ++sc.answered;
     const int status = a->second.status;
     const bool failed = status == 502 || status == 504;
-    Label l = run.label(r);
+    Label l = run.label(r, std::pair{a->second.msec - a->second.request_time, a->second.msec});
+    sc.labels[r.id] = l;
     const TruthSpec &t = spec(l.truth);
     auto vit = verdicts.find(r.id);
     const std::vector<json> none;
@@ -283,7 +285,7 @@ std::string format_report(const LabRun &run, const Score &sc) {
 }
 
 // Copies what explains a run (verdicts, logs, capture, report) to <build>/accuracy-<tag>/.
-void keep_artifacts(LabRun &run, const std::string &report) {
+void keep_artifacts(LabRun &run, const Score &sc, const std::string &report) {
   namespace fs = std::filesystem;
   const std::string out = std::string(WHY502_ACCURACY_OUT) + "/accuracy-" + run.options().tag;
   std::error_code ec;
@@ -301,7 +303,8 @@ void keep_artifacts(LabRun &run, const std::string &report) {
     std::ostringstream t;
     t << "id\tpath\tlabel\tsent\tdone\tsent_since_start\tclient_status\n";
     for (auto &r : run.requests()) {
-      Label l = run.label(r);
+      auto it = sc.labels.find(r.id);
+      Label l = it == sc.labels.end() ? run.label(r) : it->second;
       t << r.id << "\t" << r.path() << "\t" << (l.raced ? "raced:" : "") << spec(l.truth).name << "\t" << std::fixed
         << std::setprecision(6) << r.sent << "\t" << r.done << "\t" << std::setprecision(3)
         << r.sent - run.traffic_start() << "\t" << r.result.status << "\n";
@@ -336,7 +339,7 @@ protected:
     Score sc = score(run, verdict_lines(run.watch().out_path()), verdict_lines(offline));
     std::string report = format_report(run, sc);
     std::cout << report << std::flush;
-    keep_artifacts(run, report);
+    keep_artifacts(run, sc, report);
 
     // The lab's own sanity: the plan ran and every fault really happened. Always asserted.
     EXPECT_EQ(a.exit_code, 0) << "why502 analyze: " << a.output;
