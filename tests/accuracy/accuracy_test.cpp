@@ -7,7 +7,9 @@
 // verdict cause, and asserts:
 //  - every 502/504 in the access log gets exactly one verdict; no 2xx gets one; no verdict without
 //    a request of the lab;
-//  - >= 99% of the verdicts on unambiguous requests name the true cause; `unknown` <= 1%;
+//  - >= 99% of the verdicts on unambiguous requests name the true cause (for a death: also the
+//    process that died, as upstream_process.pid; else the column reads "<cause> (other pid)");
+//    `unknown` <= 1%;
 //  - `why502 analyze` on the watch's capture gives the same verdicts as live.
 // Requests that raced an event (in flight when the upstream died or came back) are counted in
 // their own rows ("raced ...") and left out of the percentages; they still need exactly one verdict.
@@ -157,6 +159,19 @@ Score score(const LabRun &run, const std::vector<json> &live, const std::vector<
     const std::vector<json> none;
     const std::vector<json> &vs = vit == verdicts.end() ? none : vit->second;
     std::string column = vs.empty() ? "-" : vs.size() > 1 ? "2+" : vs[0].value("cause", "?");
+    // A death must be the right one: the process that died in this event, not an earlier owner.
+    bool wrong_process = false;
+    if (l.event && vs.size() == 1 && column == spec(l.truth).cause) {
+      int pid = run.slots()[r.slot].events[*l.event].pid;
+      const json &v = vs[0];
+      int named = v.contains("upstream_process") && v["upstream_process"].is_object()
+                      ? v["upstream_process"].value("pid", 0)
+                      : 0;
+      if (named != pid) {
+        wrong_process = true;
+        column += " (other pid)";
+      }
+    }
     std::string row = std::string(l.raced ? "raced: " : "") + std::string(t.name);
     if (!l.raced && status != t.status) {
       // The lab's truth says nginx answers t.status; anything else means the lab's model of this
@@ -195,11 +210,13 @@ Score score(const LabRun &run, const std::vector<json> &live, const std::vector<
       if (vs.size() == 1) {
         ++sc.judged;
         const std::string cause = vs[0].value("cause", "");
-        if (cause == t.cause)
+        if (cause == t.cause && !wrong_process)
           ++sc.correct;
         else if (sc.wrong.size() < 60)
           sc.wrong.push_back(r.id + " [" + run.slots()[r.slot].name + "] truth " + std::string(t.name) + " (" +
-                             std::string(t.cause) + ") -> " + brief(vs[0]));
+                             std::string(t.cause) +
+                             (l.event ? ", pid " + std::to_string(run.slots()[r.slot].events[*l.event].pid) : "") +
+                             ") -> " + brief(vs[0]));
         if (cause == "unknown")
           ++sc.unknown;
       }
@@ -207,10 +224,11 @@ Score score(const LabRun &run, const std::vector<json> &live, const std::vector<
     // analyze vs live, per request.
     auto oit = offline_by.find(r.id);
     std::string off = oit == offline_by.end() ? "-" : oit->second.size() > 1 ? "2+" : oit->second[0].value("cause", "?");
-    if (off != column) {
+    std::string live_cause = vs.empty() ? "-" : vs.size() > 1 ? "2+" : vs[0].value("cause", "?");
+    if (off != live_cause) {
       ++sc.analyze_mismatch;
       if (sc.analyze_diffs.size() < 20)
-        sc.analyze_diffs.push_back(r.id + " (truth " + row + "): live " + column + ", analyze " + off);
+        sc.analyze_diffs.push_back(r.id + " (truth " + row + "): live " + live_cause + ", analyze " + off);
     }
   }
   return sc;

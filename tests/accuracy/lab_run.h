@@ -66,7 +66,8 @@ struct Request {
   std::string location; // nginx location prefix (a slot's name, or "p4": s4 with a long read timeout)
   size_t slot = 0;
   Truth planned = Truth::ok;
-  std::optional<EventKind> trigger; // set for an event's trigger request
+  std::optional<EventKind> trigger;   // set for an event's trigger request
+  std::optional<size_t> trigger_event; // its event's index in the slot's events, once executed
   double pause = 0;                 // seconds the client waits before sending
   // Keep-alive clients carry the id in the Host header instead of the URI, so that one client
   // connection sends identical request lines (GET /s4/reset/ ...) for different requests: why502
@@ -170,7 +171,7 @@ public:
       if (from > to) // the clocks disagree: keep the client's view
         from = r.sent, to = r.done;
     }
-    return label_request(r.planned, r.trigger, from, to, slots_[r.slot].events);
+    return label_request(r.planned, r.trigger_event, from, to, slots_[r.slot].events);
   }
 
 private:
@@ -361,12 +362,14 @@ private:
       sleep_for(wait);
     Slot &s = slots_[e.slot];
     EventTimes t{e.kind};
+    t.pid = s.app->pid();
     size_t idx = size_t(&e - episodes_.data());
     std::uint64_t ooms_before = cgroup_->oom_kills();
     std::optional<int> st;
     t.event = now_s();
     if (event_has_trigger(e.kind)) {
       Request &r = requests_[trigger_of_[idx]];
+      r.trigger_event = s.events.size(); // this event's index once pushed below
       triggers_.emplace_back([this, &r] { send(r); });
       st = s.app->process().wait(15.0);
       if (!st)

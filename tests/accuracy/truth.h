@@ -139,6 +139,7 @@ inline std::string_view wire_behaviour(Truth t) {
 struct EventTimes {
   EventKind kind;
   double event = 0, dead = 0, up = 0;
+  int pid = 0; // the process that died: a verdict for this event must name it
 };
 
 // A request's label: its truth, or raced when a scheduled event overlapped it in a way the lab
@@ -146,6 +147,7 @@ struct EventTimes {
 struct Label {
   Truth truth;
   bool raced = false;
+  std::optional<size_t> event; // for an event's truth: its index in the upstream's events
 };
 
 // Clock slack for comparing the lab's timestamps taken on different threads (CLOCK_REALTIME read
@@ -153,22 +155,23 @@ struct Label {
 inline constexpr double kClockSlack = 0.005;
 
 // Labels a request to one upstream from what the lab knows: what the request asked for
-// (`planned`), whether it was an event's trigger, the client-side interval [sent, done] (it brackets
-// nginx's own interval), and the events on that upstream.
+// (`planned`), whether it was an event's trigger (the event's index), the interval [sent, done] in
+// which it was in flight, and the events on that upstream.
 //  - a trigger: the event's truth (the upstream died holding it);
 //  - no event overlaps the request: its planned behaviour;
 //  - the request lies wholly inside [dead, up] of one event (nothing listened during all of it):
 //    that event's truth;
 //  - otherwise (it straddles the moment of death or restart): raced.
-inline Label label_request(Truth planned, std::optional<EventKind> trigger, double sent, double done,
+inline Label label_request(Truth planned, std::optional<size_t> trigger_event, double sent, double done,
                            const std::vector<EventTimes> &events) {
-  if (trigger)
-    return {event_truth(*trigger)};
-  for (const auto &e : events) {
+  if (trigger_event && *trigger_event < events.size())
+    return {event_truth(events[*trigger_event].kind), false, trigger_event};
+  for (size_t i = 0; i < events.size(); ++i) {
+    const auto &e = events[i];
     if (done < e.event - kClockSlack || sent > e.up + kClockSlack)
       continue; // no overlap
     if (sent >= e.dead + kClockSlack && done <= e.up - kClockSlack)
-      return {event_truth(e.kind)};
+      return {event_truth(e.kind), false, i};
     return {planned, true};
   }
   return {planned};

@@ -27,15 +27,18 @@ TEST(AccuracyTruth, RequestsAwayFromEventsKeepTheirBehaviour) {
   Label l = label_request(Truth::reset, std::nullopt, 9.90, 9.99, kStop);
   EXPECT_EQ(l.truth, Truth::reset);
   EXPECT_FALSE(l.raced);
+  EXPECT_FALSE(l.event);
   l = label_request(Truth::close_early, std::nullopt, 11.1, 11.2, kStop);
   EXPECT_EQ(l.truth, Truth::close_early);
   EXPECT_FALSE(l.raced);
 }
 
 TEST(AccuracyTruth, RequestsWhileNothingListensGetTheEventsTruth) {
-  Label l = label_request(Truth::ok, std::nullopt, 10.2, 10.3, kStop);
+  std::vector<EventTimes> two{{EventKind::exit, 5.0, 5.1, 6.0}, kStop[0]};
+  Label l = label_request(Truth::ok, std::nullopt, 10.2, 10.3, two);
   EXPECT_EQ(l.truth, Truth::stop);
   EXPECT_FALSE(l.raced);
+  EXPECT_EQ(l.event, 1u); // the event in force, not an earlier one
   std::vector<EventTimes> kill{{EventKind::sigkill, 10.0, 10.1, 11.0}};
   EXPECT_EQ(label_request(Truth::reset, std::nullopt, 10.5, 10.6, kill).truth, Truth::sigkill);
   std::vector<EventTimes> oom{{EventKind::oom, 10.0, 10.1, 11.0}};
@@ -51,9 +54,10 @@ TEST(AccuracyTruth, RequestsStraddlingDeathOrRestartAreRaced) {
 }
 
 TEST(AccuracyTruth, TriggersCarryTheirEventsTruth) {
-  Label l = label_request(Truth::crash, EventKind::crash, 9.99, 10.05, {{EventKind::crash, 9.99, 10.04, 10.5}});
+  Label l = label_request(Truth::crash, size_t{0}, 9.99, 10.05, {{EventKind::crash, 9.99, 10.04, 10.5, 42}});
   EXPECT_EQ(l.truth, Truth::crash);
   EXPECT_FALSE(l.raced);
+  EXPECT_EQ(l.event, 0u);
   EXPECT_EQ(event_truth(EventKind::restart), Truth::stop);
   EXPECT_EQ(spec(event_truth(EventKind::exit)).cause, "upstream_exited");
   EXPECT_EQ(spec(event_truth(EventKind::oom)).cause, "upstream_oom_killed");
