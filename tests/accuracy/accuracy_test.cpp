@@ -78,8 +78,8 @@ std::vector<json> verdict_lines(const std::string &path) {
 }
 
 // Verdicts by request id; verdicts that name no lab request go to `orphans`.
-std::map<std::string, std::vector<json>> by_request(const std::vector<json> &verdicts,
-                                                    const std::set<std::string> &ids, std::vector<json> &orphans) {
+std::map<std::string, std::vector<json>> by_request(const std::vector<json> &verdicts, const std::set<std::string> &ids,
+                                                    std::vector<json> &orphans) {
   std::map<std::string, std::vector<json>> out;
   for (const auto &v : verdicts) {
     std::string id;
@@ -194,8 +194,8 @@ Score score(const LabRun &run, const std::vector<json> &live, const std::vector<
       } else if (vs.size() > 1) {
         ++sc.duplicated;
         if (sc.notes.size() < 40)
-          sc.notes.push_back(std::to_string(vs.size()) + " verdicts for " + r.id + " (truth " + row + "): " +
-                             brief(vs[0]) + " || " + brief(vs[1]));
+          sc.notes.push_back(std::to_string(vs.size()) + " verdicts for " + r.id + " (truth " + row +
+                             "): " + brief(vs[0]) + " || " + brief(vs[1]));
       }
     } else if (!vs.empty()) {
       ++sc.on_2xx;
@@ -212,7 +212,7 @@ Score score(const LabRun &run, const std::vector<json> &live, const std::vector<
         const std::string cause = vs[0].value("cause", "");
         if (cause == t.cause && !wrong_process)
           ++sc.correct;
-        else if (sc.wrong.size() < 60)
+        else if (sc.wrong.size() < 150)
           sc.wrong.push_back(r.id + " [" + run.slots()[r.slot].name + "] truth " + std::string(t.name) + " (" +
                              std::string(t.cause) +
                              (l.event ? ", pid " + std::to_string(run.slots()[r.slot].events[*l.event].pid) : "") +
@@ -223,7 +223,9 @@ Score score(const LabRun &run, const std::vector<json> &live, const std::vector<
     }
     // analyze vs live, per request.
     auto oit = offline_by.find(r.id);
-    std::string off = oit == offline_by.end() ? "-" : oit->second.size() > 1 ? "2+" : oit->second[0].value("cause", "?");
+    std::string off = oit == offline_by.end()  ? "-"
+                      : oit->second.size() > 1 ? "2+"
+                                               : oit->second[0].value("cause", "?");
     std::string live_cause = vs.empty() ? "-" : vs.size() > 1 ? "2+" : vs[0].value("cause", "?");
     if (off != live_cause) {
       ++sc.analyze_mismatch;
@@ -238,9 +240,9 @@ std::string format_report(const LabRun &run, const Score &sc) {
   std::ostringstream o;
   const auto &opt = run.options();
   o << "why502 accuracy lab — run " << opt.tag << ": seed " << opt.seed << ", " << opt.requests << " requests, "
-    << opt.clients << " clients (half keep-alive), nginx 2 workers, upstream keepalive " << (opt.keepalive ? "32" : "off") << ", "
-    << std::fixed << std::setprecision(1) << run.traffic_seconds() << " s of traffic from " << std::setprecision(3)
-    << run.traffic_start() << std::setprecision(1) << "\n";
+    << opt.clients << " clients (half keep-alive), nginx 2 workers, upstream keepalive "
+    << (opt.keepalive ? "32" : "off") << ", " << std::fixed << std::setprecision(1) << run.traffic_seconds()
+    << " s of traffic from " << std::setprecision(3) << run.traffic_start() << std::setprecision(1) << "\n";
   o << "events:\n";
   for (auto &e : run.episodes())
     o << "  " << e.what << (e.status_ok ? "" : "  (UNEXPECTED wait status " + std::to_string(e.status) + ")") << "\n";
@@ -265,7 +267,8 @@ std::string format_report(const LabRun &run, const Score &sc) {
     o << std::left << std::setw(int(w0) + 2) << row;
     for (auto &c : columns) {
       auto it = m.find(c);
-      o << std::right << std::setw(int(std::max<size_t>(c.size(), 4)) + 2) << (it == m.end() ? std::string(".") : std::to_string(it->second));
+      o << std::right << std::setw(int(std::max<size_t>(c.size(), 4)) + 2)
+        << (it == m.end() ? std::string(".") : std::to_string(it->second));
     }
     o << "\n";
   }
@@ -273,8 +276,8 @@ std::string format_report(const LabRun &run, const Score &sc) {
   for (auto &t : kTruths)
     if (!t.cause.empty())
       o << " " << t.name << "=" << t.cause;
-  o << "\n\nrequests " << sc.requests << ", answered " << sc.answered << ", 502/504 " << sc.failures
-    << " (raced " << sc.raced << ")\n";
+  o << "\n\nrequests " << sc.requests << ", answered " << sc.answered << ", 502/504 " << sc.failures << " (raced "
+    << sc.raced << ")\n";
   o << "verdicts: missing " << sc.missing << ", duplicated " << sc.duplicated << ", on 2xx " << sc.on_2xx
     << ", for no request " << sc.orphans << "\n";
   double acc = sc.judged ? 100.0 * sc.correct / sc.judged : 0, unk = sc.judged ? 100.0 * sc.unknown / sc.judged : 0;
@@ -282,8 +285,8 @@ std::string format_report(const LabRun &run, const Score &sc) {
     << sc.unknown << " = " << unk << "%  (fault kinds failing: " << sc.fault_kinds.size() << ")\n";
   o << "analyze vs live: " << sc.analyze_mismatch << " request(s) differ, " << sc.analyze_orphans
     << " analyze verdict(s) for no request\n";
-  o << "lab: status not as the truth predicts: " << sc.status_mismatch << ", access lines of no lab request: "
-    << sc.foreign_access << "\n";
+  o << "lab: status not as the truth predicts: " << sc.status_mismatch
+    << ", access lines of no lab request: " << sc.foreign_access << "\n";
   if (!sc.wrong.empty()) {
     o << "\nmisattributions (id [upstream] truth -> verdict: summary | nginx error):\n";
     for (auto &w : sc.wrong)
@@ -309,13 +312,13 @@ void keep_artifacts(LabRun &run, const Score &sc, const std::string &report) {
   std::error_code ec;
   fs::remove_all(out, ec);
   fs::create_directories(out, ec);
-  for (auto &[from, to] : std::vector<std::pair<std::string, std::string>>{
-           {run.dir() + "/why502.jsonl", "verdicts-live.jsonl"},
-           {run.dir() + "/analyze.jsonl", "verdicts-analyze.jsonl"},
-           {run.dir() + "/why502.stderr", "why502.stderr"},
-           {run.capture_path(), "capture.jsonl"},
-           {run.nginx().error_log(), "error.log"},
-           {run.nginx().access_log(), "access.log"}})
+  for (auto &[from, to] :
+       std::vector<std::pair<std::string, std::string>>{{run.dir() + "/why502.jsonl", "verdicts-live.jsonl"},
+                                                        {run.dir() + "/analyze.jsonl", "verdicts-analyze.jsonl"},
+                                                        {run.dir() + "/why502.stderr", "why502.stderr"},
+                                                        {run.capture_path(), "capture.jsonl"},
+                                                        {run.nginx().error_log(), "error.log"},
+                                                        {run.nginx().access_log(), "access.log"}})
     fs::copy_file(from, out + "/" + to, fs::copy_options::overwrite_existing, ec);
   std::ofstream(out + "/truth.tsv") << [&] {
     std::ostringstream t;

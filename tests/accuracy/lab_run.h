@@ -38,7 +38,7 @@ inline double now_s() {
 }
 
 struct RunOptions {
-  std::string tag;       // "keepalive_off"
+  std::string tag;        // "keepalive_off"
   bool keepalive = false; // `keepalive 32` in every upstream block
   int requests = 500;
   std::uint64_t seed = 1;
@@ -54,8 +54,8 @@ struct Slot {
   Role role = Role::stable;
   bool in_memory_cgroup = false;
   std::unique_ptr<AppServer> app;
-  std::vector<pid_t> pids;         // every pid that served it, in order
-  std::vector<EventTimes> events;  // as they happened
+  std::vector<pid_t> pids;        // every pid that served it, in order
+  std::vector<EventTimes> events; // as they happened
 };
 
 // The Host header of requests whose id is in the URI; "<id>.<kLabHost>" for the others.
@@ -66,9 +66,9 @@ struct Request {
   std::string location; // nginx location prefix (a slot's name, or "p4": s4 with a long read timeout)
   size_t slot = 0;
   Truth planned = Truth::ok;
-  std::optional<EventKind> trigger;   // set for an event's trigger request
+  std::optional<EventKind> trigger;    // set for an event's trigger request
   std::optional<size_t> trigger_event; // its event's index in the slot's events, once executed
-  double pause = 0;                 // seconds the client waits before sending
+  double pause = 0;                    // seconds the client waits before sending
   // Keep-alive clients carry the id in the Host header instead of the URI, so that one client
   // connection sends identical request lines (GET /s4/reset/ ...) for different requests: why502
   // must still tell them apart (issue 9: requests on one keep-alive connection were merged).
@@ -86,8 +86,8 @@ struct Request {
 struct Episode {
   size_t slot;
   EventKind kind;
-  double at;   // seconds after traffic starts
-  double down; // seconds nothing listens before the restart
+  double at;       // seconds after traffic starts
+  double down;     // seconds nothing listens before the restart
   int status = -1; // the victim's wait status
   bool status_ok = false;
   std::string what; // one line for the report
@@ -333,8 +333,8 @@ private:
   // On a fresh connection (conn == nullptr) or on the client's keep-alive connection.
   void send(Request &r, HttpConnection *conn = nullptr) {
     r.sent = now_s();
-    r.result = conn ? conn->get(r.path(), 10.0, r.host())
-                    : http_get("127.0.0.1", nginx_->port(), r.path(), 10.0, r.host());
+    r.result =
+        conn ? conn->get(r.path(), 10.0, r.host()) : http_get("127.0.0.1", nginx_->port(), r.path(), 10.0, r.host());
     r.done = now_s();
   }
 
@@ -382,18 +382,10 @@ private:
     e.status = *st;
     switch (e.kind) {
     case EventKind::stop:
-    case EventKind::restart:
-      e.status_ok = WIFSIGNALED(*st) && WTERMSIG(*st) == SIGTERM;
-      break;
-    case EventKind::sigkill:
-      e.status_ok = WIFSIGNALED(*st) && WTERMSIG(*st) == SIGKILL;
-      break;
-    case EventKind::crash:
-      e.status_ok = WIFSIGNALED(*st) && WTERMSIG(*st) == SIGSEGV;
-      break;
-    case EventKind::exit:
-      e.status_ok = WIFEXITED(*st) && WEXITSTATUS(*st) == 3;
-      break;
+    case EventKind::restart: e.status_ok = WIFSIGNALED(*st) && WTERMSIG(*st) == SIGTERM; break;
+    case EventKind::sigkill: e.status_ok = WIFSIGNALED(*st) && WTERMSIG(*st) == SIGKILL; break;
+    case EventKind::crash: e.status_ok = WIFSIGNALED(*st) && WTERMSIG(*st) == SIGSEGV; break;
+    case EventKind::exit: e.status_ok = WIFEXITED(*st) && WEXITSTATUS(*st) == 3; break;
     case EventKind::oom:
       e.status_ok = WIFSIGNALED(*st) && WTERMSIG(*st) == SIGKILL && cgroup_->oom_kills() > ooms_before;
       break;

@@ -74,18 +74,12 @@ enum class EventKind {
 
 inline std::string_view event_name(EventKind k) {
   switch (k) {
-  case EventKind::stop:
-    return "stop";
-  case EventKind::sigkill:
-    return "sigkill";
-  case EventKind::restart:
-    return "restart";
-  case EventKind::crash:
-    return "crash";
-  case EventKind::exit:
-    return "exit";
-  case EventKind::oom:
-    return "oom";
+  case EventKind::stop: return "stop";
+  case EventKind::sigkill: return "sigkill";
+  case EventKind::restart: return "restart";
+  case EventKind::crash: return "crash";
+  case EventKind::exit: return "exit";
+  case EventKind::oom: return "oom";
   }
   return "?";
 }
@@ -93,16 +87,11 @@ inline std::string_view event_name(EventKind k) {
 inline Truth event_truth(EventKind k) {
   switch (k) {
   case EventKind::stop:
-  case EventKind::restart:
-    return Truth::stop;
-  case EventKind::sigkill:
-    return Truth::sigkill;
-  case EventKind::crash:
-    return Truth::crash;
-  case EventKind::exit:
-    return Truth::exit;
-  case EventKind::oom:
-    return Truth::oom;
+  case EventKind::restart: return Truth::stop;
+  case EventKind::sigkill: return Truth::sigkill;
+  case EventKind::crash: return Truth::crash;
+  case EventKind::exit: return Truth::exit;
+  case EventKind::oom: return Truth::oom;
   }
   return Truth::ok;
 }
@@ -115,21 +104,14 @@ inline bool event_has_trigger(EventKind k) {
 // The first path segment that makes lab::AppServer behave as `t` (see lab::behaviour_name).
 inline std::string_view wire_behaviour(Truth t) {
   switch (t) {
-  case Truth::reset:
-    return "reset";
-  case Truth::close_early:
-    return "close_early";
+  case Truth::reset: return "reset";
+  case Truth::close_early: return "close_early";
   case Truth::slow_ok:
-  case Truth::slow_timeout:
-    return "slow";
-  case Truth::crash:
-    return "crash";
-  case Truth::exit:
-    return "exit_mid_request";
-  case Truth::oom:
-    return "alloc";
-  default:
-    return "ok";
+  case Truth::slow_timeout: return "slow";
+  case Truth::crash: return "crash";
+  case Truth::exit: return "exit_mid_request";
+  case Truth::oom: return "alloc";
+  default: return "ok";
   }
 }
 

@@ -46,9 +46,9 @@ TEST(AccuracyTruth, RequestsWhileNothingListensGetTheEventsTruth) {
 }
 
 TEST(AccuracyTruth, RequestsStraddlingDeathOrRestartAreRaced) {
-  EXPECT_TRUE(label_request(Truth::ok, std::nullopt, 9.95, 10.05, kStop).raced);  // in flight at the signal
-  EXPECT_TRUE(label_request(Truth::ok, std::nullopt, 10.05, 10.2, kStop).raced);  // sent before it was reaped
-  EXPECT_TRUE(label_request(Truth::ok, std::nullopt, 10.9, 11.1, kStop).raced);   // across the restart
+  EXPECT_TRUE(label_request(Truth::ok, std::nullopt, 9.95, 10.05, kStop).raced); // in flight at the signal
+  EXPECT_TRUE(label_request(Truth::ok, std::nullopt, 10.05, 10.2, kStop).raced); // sent before it was reaped
+  EXPECT_TRUE(label_request(Truth::ok, std::nullopt, 10.9, 11.1, kStop).raced);  // across the restart
   // Within the clock slack of a boundary counts as straddling too.
   EXPECT_TRUE(label_request(Truth::ok, std::nullopt, 10.1 + kClockSlack / 2, 10.3, kStop).raced);
 }
