@@ -20,6 +20,9 @@
 // WHY502_ACCURACY_SEED).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -422,6 +425,16 @@ int main(int argc, char **argv) {
       rest.push_back(argv[i]);
     }
   }
+  // Descriptors inherited from the caller (flock(1)'s lock on the shared root-test lock, for one)
+  // must not reach nginx and why502: an nginx worker orphaned by a SIGKILLed run would hold the
+  // lock for everyone (seen once; the next run's netns cleanup kills such workers).
+  close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+  // Ctrl-C / SIGTERM: the lab's wait loops throw lab::Interrupted, so its destructors stop nginx,
+  // the upstreams and why502 and remove the netns and the cgroup.
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { why502::lab::request_stop(); };
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   int n = int(rest.size());
   rest.push_back(nullptr);
   ::testing::InitGoogleTest(&n, rest.data());

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <random>
@@ -102,6 +103,7 @@ inline constexpr std::uint64_t kCgroupLimit = 64ull << 20;
 class LabRun {
 public:
   explicit LabRun(RunOptions o) : opts_(std::move(o)), netns_(opts_.tag), dir_("why502-acc") {
+    remove_stale_cgroups();
     cgroup_ = std::make_unique<MemoryCgroup>("acc-" + std::to_string(getpid()) + "-" + opts_.tag, kCgroupLimit);
     make_slots();
     plan();
@@ -175,6 +177,20 @@ public:
   }
 
 private:
+  // why502-acc-<pid>-* memory cgroups of runs that were killed (their pid is gone; so are their tasks).
+  static void remove_stale_cgroups() noexcept {
+    const std::string root = "/sys/fs/cgroup/memory", prefix = "why502-acc-";
+    std::error_code ec;
+    for (auto &e : std::filesystem::directory_iterator(root, ec)) {
+      std::string n = e.path().filename().string();
+      if (n.rfind(prefix, 0) != 0)
+        continue;
+      pid_t pid = pid_t(atol(n.c_str() + prefix.size()));
+      if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
+        rmdir(e.path().c_str());
+    }
+  }
+
   size_t slot_index(const std::string &name) const {
     for (size_t i = 0; i < slots_.size(); ++i)
       if (slots_[i].name == name)

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <string>
 
 #include "why502/lab.h"
@@ -70,7 +71,8 @@ private:
     }
   }
 
-  // lab-acc-<pid>-... left by a run that was killed (its pid no longer exists).
+  // lab-acc-<pid>-... left by a run that was killed (its pid no longer exists): what still runs in
+  // it was started by that run (nginx workers outlive a SIGKILLed master), so it is killed first.
   static void remove_stale() noexcept {
     std::error_code ec;
     for (auto &e : std::filesystem::directory_iterator("/run/netns", ec)) {
@@ -80,6 +82,9 @@ private:
       pid_t pid = pid_t(atol(n.c_str() + strlen(kPrefix)));
       if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
         try {
+          std::istringstream pids(lab::run_command({"ip", "netns", "pids", n}).output);
+          for (pid_t p; pids >> p;)
+            lab::kill_and_wait(p, SIGKILL, 2.0);
           lab::run_command({"ip", "netns", "del", n});
         } catch (...) {
         }
