@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test tier, as root: unit (no root needed), integration (real kernel),
-# scenarios (real nginx + faults), hostile (the safety review's attacks), then the fuzzers for a bounded time.
+# scenarios (real nginx + faults), hostile (the safety review's attacks), accuracy (the ground-truth lab),
+# then the fuzzers for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${WHY502_BUILD:-build}
@@ -11,6 +12,9 @@ if ctest --test-dir "$build" -N -L scenario | grep -q "Total Tests: [1-9]"; then
 fi
 if ctest --test-dir "$build" -N -L hostile | grep -q "Total Tests: [1-9]"; then
   ctest --test-dir "$build" --output-on-failure -L hostile
+fi
+if ctest --test-dir "$build" -N -L accuracy | grep -q "Total Tests: [1-9]"; then
+  ctest --test-dir "$build" --output-on-failure -L accuracy
 fi
 if [ -x tests/fuzz/run.sh ]; then
   tests/fuzz/run.sh "${WHY502_FUZZ_SECONDS:-30}"

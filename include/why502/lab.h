@@ -271,7 +271,7 @@ std::string_view behaviour_name(Behaviour b);
 std::optional<Behaviour> behaviour_from_name(std::string_view name);
 
 struct AppServerOptions {
-  std::string address = "127.0.0.1:0"; // "127.0.0.1:PORT" (0: pick) or "unix:/path"
+  std::string address = "127.0.0.1:0"; // "127.0.0.1:PORT", "[::1]:PORT" (0: pick) or "unix:/path"
   int backlog = 128;
   Behaviour behaviour = Behaviour::ok;
   double slow_seconds = 3.0;
@@ -292,7 +292,7 @@ public:
   AppServer &operator=(const AppServer &) = delete;
 
   pid_t pid() const { return proc_.pid(); }
-  const std::string &address() const { return address_; } // "127.0.0.1:PORT" or "unix:/path"
+  const std::string &address() const { return address_; } // "127.0.0.1:PORT", "[::1]:PORT" or "unix:/path"
   uint16_t port() const { return port_; }                  // 0 for unix
   void set_behaviour(Behaviour b);
   Behaviour behaviour() const;
@@ -460,6 +460,29 @@ HttpResult http_get(const std::string &host, uint16_t port, const std::string &p
 // `n` concurrent GETs (one thread each); results in launch order.
 std::vector<HttpResult> http_get_concurrent(const std::string &host, uint16_t port,
                                             const std::string &path, int n, double timeout_s = 10.0);
+// A client keep-alive connection: GETs one after another on one TCP connection to host:port
+// (HTTP/1.1 keep-alive), as browsers and load balancers send them; it reconnects when the server
+// closed the connection (Connection: close). Responses are framed by Content-Length or chunked
+// encoding. Never throws for network errors; a request that fails closes the connection.
+class HttpConnection {
+public:
+  HttpConnection(std::string host, uint16_t port, std::string host_header = "why502-lab");
+  ~HttpConnection();
+  HttpConnection(const HttpConnection &) = delete;
+  HttpConnection &operator=(const HttpConnection &) = delete;
+
+  // `host_header` empty: the connection's own.
+  HttpResult get(const std::string &path, double timeout_s = 10.0, const std::string &host_header = {});
+  int connects() const { return connects_; } // TCP connections opened so far
+
+private:
+  std::string host_, host_header_;
+  uint16_t port_;
+  int fd_ = -1;
+  int connects_ = 0;
+  std::string buf_; // bytes read past the previous response
+};
+
 // Parses the status code of an HTTP response status line ("HTTP/1.1 502 Bad Gateway"); 0 if malformed.
 int parse_status_line(std::string_view line);
 

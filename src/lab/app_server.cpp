@@ -236,6 +236,12 @@ AppServer::AppServer(AppServerOptions opts) : opts_(std::move(opts)) {
     getsockname(lfd, reinterpret_cast<sockaddr *>(&a), &len);
     port_ = ntohs(a.sin_port);
     address_ = "127.0.0.1:" + std::to_string(port_);
+  } else if (sa->family() == AF_INET6) {
+    sockaddr_in6 a{};
+    socklen_t len = sizeof(a);
+    getsockname(lfd, reinterpret_cast<sockaddr *>(&a), &len);
+    port_ = ntohs(a.sin6_port);
+    address_ = opts_.address.substr(0, opts_.address.rfind(':') + 1) + std::to_string(port_);
   } else {
     address_ = opts_.address;
   }

@@ -21,13 +21,14 @@ void prepare_child(bool new_group);
 struct SockAddr {
   union {
     sockaddr_in in;
+    sockaddr_in6 in6;
     sockaddr_un un;
   };
   socklen_t len = 0;
   int family() const { return in.sin_family; }
   const sockaddr *addr() const { return reinterpret_cast<const sockaddr *>(&in); }
 };
-// "127.0.0.1:8080" or "unix:/path".
+// "127.0.0.1:8080", "[::1]:8080" or "unix:/path".
 std::optional<SockAddr> parse_address(const std::string &address);
 
 } // namespace why502::lab

@@ -140,6 +140,24 @@ std::optional<SockAddr> parse_address(const std::string &address) {
   auto colon = address.rfind(':');
   if (colon == std::string::npos)
     return std::nullopt;
+  if (address.front() == '[') {
+    // "[::1]:8080": IPv6, bracketed as nginx writes it.
+    if (colon < 2 || address[colon - 1] != ']')
+      return std::nullopt;
+    out.in6.sin6_family = AF_INET6;
+    try {
+      unsigned long port = std::stoul(address.substr(colon + 1));
+      if (port > 65535)
+        return std::nullopt;
+      out.in6.sin6_port = htons(uint16_t(port));
+    } catch (const std::exception &) {
+      return std::nullopt;
+    }
+    if (inet_pton(AF_INET6, address.substr(1, colon - 2).c_str(), &out.in6.sin6_addr) != 1)
+      return std::nullopt;
+    out.len = sizeof(sockaddr_in6);
+    return out;
+  }
   out.in.sin_family = AF_INET;
   try {
     unsigned long port = std::stoul(address.substr(colon + 1));

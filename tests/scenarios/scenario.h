@@ -60,12 +60,13 @@ inline double parse_iso_time(const std::string &s) {
 }
 
 // `why502 watch --json -o OUT --nginx-pid M --duration 60`, started before the fault.
+// (The accuracy lab passes a longer --duration for its long runs.)
 class Watch {
 public:
-  Watch(const std::string &dir, pid_t nginx_master, std::vector<std::string> extra = {})
+  Watch(const std::string &dir, pid_t nginx_master, std::vector<std::string> extra = {}, int duration_s = 60)
       : out_(dir + "/why502.jsonl"), err_(dir + "/why502.stderr") {
     std::vector<std::string> argv{WHY502_BINARY, "watch", "--json", "-o", out_, "--nginx-pid",
-                                  std::to_string(nginx_master), "--duration", "60"};
+                                  std::to_string(nginx_master), "--duration", std::to_string(duration_s)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     SpawnOptions so;
     so.stdout_path = dir + "/why502.stdout";

@@ -185,6 +185,24 @@ TEST(LabHttp, ReportsRefusedConnect) {
   EXPECT_EQ(r.error, "connect: Connection refused");
 }
 
+TEST(LabHttp, KeepAliveConnectionReusesAndReconnects) {
+  AppServer app;
+  HttpConnection c("127.0.0.1", app.port());
+  for (int i = 0; i < 3; ++i) {
+    HttpResult r = c.get("/ok/" + std::to_string(i), 2.0);
+    EXPECT_TRUE(r.ok()) << r.error;
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "ok\n");
+  }
+  EXPECT_EQ(c.connects(), 1);
+  EXPECT_EQ(app.requests_served(), 3u);
+  // The server closes without answering: an error, and the next request opens a new connection.
+  EXPECT_EQ(c.get("/close_early", 2.0).error, "closed before status line");
+  HttpResult r = c.get("/ok", 2.0);
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(c.connects(), 2);
+}
+
 TEST(LabAppServer, BehaviourNamesRoundTrip) {
   for (auto b : {Behaviour::ok, Behaviour::slow, Behaviour::reset, Behaviour::close_early, Behaviour::big_header,
                  Behaviour::exit_mid_request, Behaviour::crash, Behaviour::alloc, Behaviour::never_accept})
@@ -244,6 +262,16 @@ TEST(LabAppServer, UnixSocketAndSlow) {
   AppServer app(o);
   EXPECT_EQ(app.address(), o.address);
   EXPECT_TRUE(wait_listening(app.address(), 2.0));
+}
+
+TEST(LabAppServer, ListensOnIpv6Loopback) {
+  AppServerOptions o;
+  o.address = "[::1]:0";
+  AppServer app(o);
+  ASSERT_NE(app.port(), 0);
+  EXPECT_EQ(app.address(), "[::1]:" + std::to_string(app.port()));
+  EXPECT_TRUE(wait_listening(app.address(), 2.0));
+  EXPECT_THROW(wait_listening("[::1:80", 0.1), why502::Error); // a bracket left open is not an address
 }
 
 TEST(LabAppServer, NeverAcceptFillsTheBacklog) {
