@@ -60,6 +60,35 @@ bool bidi_control(char32_t cp) {
          (cp >= 0x2066 && cp <= 0x2069);
 }
 
+std::string escape(std::string_view s, bool keep_newlines) {
+  std::string out;
+  out.reserve(s.size());
+  size_t bad;
+  char32_t cp;
+  char buf[12];
+  for (size_t i = 0; i < s.size();) {
+    size_t n = sequence_at(s, i, bad, cp);
+    if (n == 0) {
+      out += kReplacement;
+      i += bad;
+      continue;
+    }
+    if (cp == '\n' && keep_newlines) {
+      out += '\n';
+    } else if (cp < 0x20 || cp == 0x7F) {
+      snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned>(cp));
+      out += buf;
+    } else if ((cp >= 0x80 && cp <= 0x9F) || bidi_control(cp)) {
+      snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(cp));
+      out += buf;
+    } else {
+      out.append(s.data() + i, n);
+    }
+    i += n;
+  }
+  return out;
+}
+
 } // namespace
 
 bool is_valid_utf8(std::string_view s) {
@@ -97,32 +126,9 @@ void make_valid_utf8(std::string &s) {
     s = valid_utf8(s);
 }
 
-std::string escape_terminal(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t bad;
-  char32_t cp;
-  char buf[12];
-  for (size_t i = 0; i < s.size();) {
-    size_t n = sequence_at(s, i, bad, cp);
-    if (n == 0) {
-      out += kReplacement;
-      i += bad;
-      continue;
-    }
-    if (cp < 0x20 || cp == 0x7F) {
-      snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned>(cp));
-      out += buf;
-    } else if ((cp >= 0x80 && cp <= 0x9F) || bidi_control(cp)) {
-      snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(cp));
-      out += buf;
-    } else {
-      out.append(s.data() + i, n);
-    }
-    i += n;
-  }
-  return out;
-}
+std::string escape_terminal(std::string_view s) { return escape(s, false); }
+
+std::string escape_terminal_lines(std::string_view s) { return escape(s, true); }
 
 std::string json_line(const nlohmann::json &j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -38,6 +38,9 @@ void make_valid_utf8(std::string &s);
 // Backslashes are kept as they are: paths and regexes stay readable.
 // Callers add their own line structure ('\n') around escaped fields.
 std::string escape_terminal(std::string_view s);
+// The same for several lines of text: '\n' is kept, everything else as above. For messages built
+// of lines (describe()) whose parts came from outside.
+std::string escape_terminal_lines(std::string_view s);
 
 // One JSON output line (no trailing newline): compact, UTF-8 kept as is, and invalid UTF-8
 // replaced by U+FFFD rather than thrown on. The last line of defence: strings should already be

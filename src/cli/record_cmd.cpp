@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/text.h"
 #include "cli/commands.h"
 #include "cli/watcher.h"
 #include "sinks/perfetto_export.h"
@@ -56,7 +57,8 @@ int run_record(const RecordOptions &opts) {
   trace.connect(watcher);
 
   install_stop_handlers();
-  fprintf(stderr, "%srecording to %s (Ctrl-C to stop)\n", watcher.describe().c_str(), opts.output.c_str());
+  fprintf(stderr, "%srecording to %s (Ctrl-C to stop)\n", base::escape_terminal_lines(watcher.describe()).c_str(),
+          opts.output.c_str());
   auto emit = [&](const std::vector<Verdict> &verdicts) {
     for (const auto &v : verdicts) {
       trace.verdict(v);

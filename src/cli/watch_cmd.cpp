@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/text.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/watcher.h"
@@ -28,15 +29,15 @@ int run_watch(const WatchCommandOptions &opts) {
   }
   install_stop_handlers();
   if (opts.json)
-    out.line(watcher.start_json().dump());
+    out.line(base::json_line(watcher.start_json()));
   else
-    fprintf(stderr, "%s", watcher.describe().c_str());
+    fprintf(stderr, "%s", base::escape_terminal_lines(watcher.describe()).c_str());
 
   auto emit = [&](const std::vector<Verdict> &verdicts) {
     for (const auto &v : verdicts) {
       if (trace)
         trace->verdict(v);
-      out.line(opts.json ? to_json(v).dump() : sinks::text_report(v));
+      out.line(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
     }
   };
   using clock = std::chrono::steady_clock;
@@ -51,8 +52,8 @@ int run_watch(const WatchCommandOptions &opts) {
     trace->close();
   auto losses = watcher.losses();
   if (opts.json) {
-    out.line(sinks::summary_json(watcher.stats()).dump());
-    out.line(stats_json(losses, watcher.stats().kernel_failures).dump());
+    out.line(base::json_line(sinks::summary_json(watcher.stats())));
+    out.line(base::json_line(stats_json(losses, watcher.stats().kernel_failures)));
   } else {
     out.line(sinks::summary_table(watcher.stats()));
   }

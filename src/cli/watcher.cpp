@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/text.h"
 #include "why502/error.h"
 #include "why502/host.h"
 #include "why502/nginx.h"
@@ -69,7 +70,7 @@ struct Watcher::Impl {
   void write_capture(const json &j) {
     if (!capture)
       return;
-    std::string s = j.dump() + "\n";
+    std::string s = base::json_line(j) + "\n";
     if (fwrite(s.data(), 1, s.size(), capture) != s.size() || fflush(capture) != 0)
       throw Error("cannot write the capture file " + opts.capture_path + ": " + strerror(errno));
   }
