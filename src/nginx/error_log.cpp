@@ -123,8 +123,8 @@ bool valid_name(std::string_view s) {
 // A peer as nginx names it: "1.2.3.4:80", "[::1]:80", "unix:/path", or (no live upstreams, or a
 // group resolved at run time) an upstream name with an optional ":port".
 bool valid_peer(std::string_view p) {
-  if (starts_with(p, "unix:"))
-    return p.size() > 5 && p.find_first_of(" \"") == std::string_view::npos;
+  if (starts_with(p, "unix:")) // a path, or "@name" for an abstract socket
+    return p.size() > 6 && (p[5] == '/' || p[5] == '@') && p.find_first_of(" \"") == std::string_view::npos;
   if (starts_with(p, "[")) {
     size_t rb = p.find(']');
     return rb != std::string_view::npos && ipv6(p.substr(1, rb - 1)) && rb + 1 < p.size() &&
@@ -306,7 +306,8 @@ bool parse_context(std::string_view rest, bool may_cut, Context &c) {
   if (sp == std::string_view::npos) {
     if (!may_cut || tok.size() > 64)
       return false;
-    c.client = tok;
+    if (valid_client(tok)) // a cut address ("127.0.") is no address
+      c.client = tok;
     c.cut = true;
     return true;
   }

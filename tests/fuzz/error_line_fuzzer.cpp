@@ -3,7 +3,7 @@
 //  - every string it returns is valid UTF-8;
 //  - a line parsed as an upstream failure names a well-formed upstream: the peer appears right
 //    after "scheme://" in the upstream field and is an IPv4/IPv6 address with a port, a unix
-//    socket path, or an upstream name;
+//    socket path (or @abstract name), or an upstream name;
 //  - a client, when present, is an address.
 // The checks are written here independently of the parser's own helpers.
 #include "why502/nginx.h"
@@ -41,7 +41,7 @@ bool is_port(std::string_view s) {
 }
 
 bool well_formed_peer(std::string_view p) {
-  if (p.substr(0, 6) == "unix:/")
+  if (p.substr(0, 6) == "unix:/" || p.substr(0, 6) == "unix:@")
     return p.find_first_of(" \"") == std::string_view::npos;
   if (!p.empty() && p[0] == '[') {
     auto rb = p.find("]:");
