@@ -2,6 +2,7 @@
 // `watch --capture`) and the nginx logs of the same period.
 #include <cstdio>
 
+#include "base/text.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/replay.h"
@@ -13,7 +14,7 @@ int run_analyze(const AnalyzeOptions &opts) {
   ReplayResult r = replay({opts.capture, opts.error_logs, opts.access_logs, opts.access_format});
   Output out(opts.output);
   for (const auto &v : r.verdicts)
-    out.line(opts.json ? to_json(v).dump() : sinks::text_report(v));
+    out.line(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
   // Skipped input is part of the answer: a summary over fewer lines than the files hold says so.
   const bool skipped = r.bad_capture_lines || r.long_lines || r.unparsed_error_lines || r.unparsed_access_lines;
   if (opts.json) {
@@ -22,7 +23,7 @@ int run_analyze(const AnalyzeOptions &opts) {
     summary["skipped_long_lines"] = r.long_lines;
     summary["unparsed_error_lines"] = r.unparsed_error_lines;
     summary["unparsed_access_lines"] = r.unparsed_access_lines;
-    out.line(summary.dump());
+    out.line(base::json_line(summary));
   } else {
     std::string table = sinks::summary_table(r.stats);
     if (skipped) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "base/text.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/watcher.h"
@@ -102,9 +103,9 @@ int run_demo(const DemoOptions &opts) {
   wopts.nginx_pid = nginx.master_pid();
   Watcher watcher(wopts);
   if (opts.json)
-    out.line(watcher.start_json().dump());
+    out.line(base::json_line(watcher.start_json()));
   else
-    say(watcher.describe());
+    say(base::escape_terminal_lines(watcher.describe()));
 
   std::unique_ptr<lab::IdleConnections> queue_filler;
   std::vector<Fault> faults = {
@@ -126,7 +127,7 @@ int run_demo(const DemoOptions &opts) {
 
   auto emit = [&](const std::vector<Verdict> &verdicts, std::vector<Verdict> *seen) {
     for (const auto &v : verdicts) {
-      out.line(opts.json ? to_json(v).dump() : sinks::text_report(v));
+      out.line(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
       if (seen)
         seen->push_back(v);
     }
@@ -160,7 +161,7 @@ int run_demo(const DemoOptions &opts) {
   }
   emit(watcher.finish(), nullptr);
   if (opts.json) {
-    out.line(sinks::summary_json(watcher.stats()).dump());
+    out.line(base::json_line(sinks::summary_json(watcher.stats())));
   } else {
     out.line(sinks::summary_table(watcher.stats()));
     say(std::to_string(matched) + " of " + std::to_string(faults.size()) +

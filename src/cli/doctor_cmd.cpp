@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "cli/commands.h"
 #include "why502/error.h"
 #include "why502/tracer.h"
@@ -63,7 +64,7 @@ int run_doctor(const DoctorOptions &opts) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto &c : checks)
       j.push_back({{"check", c.what}, {"ok", c.ok}, {"detail", c.detail}, {"core", c.core}});
-    printf("%s\n", nlohmann::json{{"type", "doctor"}, {"ok", core_ok}, {"checks", j}}.dump().c_str());
+    printf("%s\n", base::json_line(nlohmann::json{{"type", "doctor"}, {"ok", core_ok}, {"checks", j}}).c_str());
   } else {
     size_t width = 0;
     for (const auto &c : checks)

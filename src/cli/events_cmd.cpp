@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "base/text.h"
 #include "cli/commands.h"
 #include "base/privileges.h"
 #include "cli/output.h"
@@ -44,17 +45,16 @@ int run_events(const EventsOptions &opts) {
   warn_degraded(tracer);
   install_stop_handlers();
   // Readers (and tests) know from this line that the programs are attached.
-  out.line(nlohmann::json{{"type", "start"},
-                          {"watched_pids", tracer.watched_pids()},
-                          {"comms", topts.comms},
-                          {"degraded_causes", tracer.degraded_causes()}}
-               .dump());
+  out.line(base::json_line(nlohmann::json{{"type", "start"},
+                                          {"watched_pids", tracer.watched_pids()},
+                                          {"comms", topts.comms},
+                                          {"degraded_causes", tracer.degraded_causes()}}));
 
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   uint64_t events = 0;
   auto sink = [&](const KernelEvent &ev) {
-    out.line(to_json(ev).dump());
+    out.line(base::json_line(to_json(ev)));
     ++events;
   };
   while (!stop_requested()) {
@@ -76,7 +76,7 @@ int run_events(const EventsOptions &opts) {
   }
   tracer.poll(0, sink); // what is already in the buffer
   auto losses = tracer.losses();
-  out.line(stats_json(losses, events).dump());
+  out.line(base::json_line(stats_json(losses, events)));
   if (losses.total())
     fprintf(stderr, "why502: %llu kernel records lost (see the stats line)\n",
             static_cast<unsigned long long>(losses.total()));

@@ -4,9 +4,10 @@
 #include <chrono>
 #include <cstdio>
 
-#include "base/privileges.h"
-#include "cli/commands.h"
 #include "base/output_file.h"
+#include "base/privileges.h"
+#include "base/text.h"
+#include "cli/commands.h"
 #include "cli/watcher.h"
 #include "sinks/perfetto_export.h"
 #include "why502/error.h"
@@ -61,7 +62,8 @@ int run_record(const RecordOptions &opts) {
   drop_after_attach(); // attached, trace open: keep only what reloads and probe arming need
 
   install_stop_handlers();
-  fprintf(stderr, "%srecording to %s (Ctrl-C to stop)\n", watcher.describe().c_str(), opts.output.c_str());
+  fprintf(stderr, "%srecording to %s (Ctrl-C to stop)\n", base::escape_terminal_lines(watcher.describe()).c_str(),
+          opts.output.c_str());
   auto emit = [&](const std::vector<Verdict> &verdicts) {
     for (const auto &v : verdicts) {
       trace.verdict(v);

@@ -4,6 +4,7 @@
 
 #include "base/output_file.h"
 #include "base/privileges.h"
+#include "base/text.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "cli/watcher.h"
@@ -39,19 +40,19 @@ int run_watch(const WatchCommandOptions &opts) {
   install_stop_handlers();
   if (opts.json) {
     auto start_line = watcher.start_json();
-    out.line(start_line.dump());
+    out.line(base::json_line(start_line));
     // Notes (a log that cannot be read, ...) also reach the operator's terminal, not only the file.
     for (const auto &n : start_line["notes"])
-      fprintf(stderr, "why502: note: %s\n", n.get<std::string>().c_str());
+      fprintf(stderr, "why502: note: %s\n", base::escape_terminal(base::valid_utf8(n.get<std::string>())).c_str());
   } else {
-    fprintf(stderr, "%s", watcher.describe().c_str());
+    fprintf(stderr, "%s", base::escape_terminal_lines(watcher.describe()).c_str());
   }
 
   auto emit = [&](const std::vector<Verdict> &verdicts) {
     for (const auto &v : verdicts) {
       if (trace)
         trace->verdict(v);
-      out.line(opts.json ? to_json(v).dump() : sinks::text_report(v));
+      out.line(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
     }
   };
   using clock = std::chrono::steady_clock;
@@ -76,8 +77,8 @@ int run_watch(const WatchCommandOptions &opts) {
     trace->close();
   auto losses = watcher.losses();
   if (opts.json) {
-    out.line(sinks::summary_json(watcher.stats()).dump());
-    out.line(stats_json(losses, watcher.stats().kernel_failures).dump());
+    out.line(base::json_line(sinks::summary_json(watcher.stats())));
+    out.line(base::json_line(stats_json(losses, watcher.stats().kernel_failures)));
   } else {
     out.line(sinks::summary_table(watcher.stats()));
   }

@@ -12,6 +12,7 @@
 
 #include "base/output_file.h"
 #include "base/target_fs.h"
+#include "base/text.h"
 #include "why502/error.h"
 #include "why502/host.h"
 #include "why502/nginx.h"
@@ -72,12 +73,13 @@ struct Watcher::Impl {
   void write_capture(const json &j) {
     if (!capture)
       return;
-    capture->write_line(j.dump());
+    capture->write_line(base::json_line(j));
   }
 
   // Notes are deduplicated and capped: a reload re-reads the config, and a config with many
   // unreadable includes must not grow the start line without bound.
   void add_note(std::string note) {
+    base::make_valid_utf8(note); // paths from a config or /proc are bytes, not text
     if (notes.size() < 100 && std::find(notes.begin(), notes.end(), note) == notes.end())
       notes.push_back(std::move(note));
   }

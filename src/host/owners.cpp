@@ -1,5 +1,7 @@
 #include "host/owners.h"
 
+#include "base/text.h"
+
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -30,6 +32,7 @@ std::string read_comm(const std::string &proc_root, uint32_t pid) {
     return {};
   while (!c->empty() && c->back() == '\n')
     c->pop_back();
+  base::make_valid_utf8(*c); // any bytes the process chose (prctl PR_SET_NAME)
   return *c;
 }
 

@@ -1,4 +1,6 @@
 #include "host/proc_parse.h"
+
+#include "base/text.h"
 #include "why502/kernel_event.h"
 
 #include <arpa/inet.h>
@@ -66,6 +68,9 @@ std::string format_unix(std::string_view name) {
   std::string out = "unix:";
   for (char c : name)
     out.push_back(c == '\0' ? '@' : c);
+  // A path is any bytes its creator chose; the kernel decoder sanitizes the same way, so the two
+  // still compare equal.
+  base::make_valid_utf8(out);
   return out;
 }
 

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "why502/events.h"
 
 // The layout both sides agree on; a change here is a capture-format change.
@@ -48,7 +49,11 @@ std::string addr_string(int family, const uint8_t *bytes) {
   return buf;
 }
 
-std::string comm_string(const char *comm, size_t len) { return std::string(comm, strnlen(comm, len)); }
+// Task names (prctl PR_SET_NAME) and unix socket paths are any bytes a local user chose: valid UTF-8
+// from here on, so every sink can print them.
+std::string comm_string(const char *comm, size_t len) {
+  return base::valid_utf8(std::string_view(comm, strnlen(comm, len)));
+}
 
 int family_number(uint16_t af) { return af == AF_INET6 ? 6 : 4; }
 

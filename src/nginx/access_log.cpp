@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/text.h"
+
 namespace why502::nginx {
 namespace {
 
@@ -485,6 +487,9 @@ std::optional<AccessLogLine> AccessLogParser::parse(std::string_view line) const
     std::string v = escape_ == Escape::json    ? unescape_json(raw)
                     : escape_ == Escape::none ? std::string(raw)
                                               : unescape_default(raw);
+    // nginx writes "\xE9" for a non-ASCII byte of a request; unescaped, it is any byte the client
+    // sent. Valid UTF-8 from here on (U+FFFD for invalid bytes), so every sink can print it.
+    base::make_valid_utf8(v);
     l.vars.emplace(s.text, std::move(v));
   }
   fill_known(l);

@@ -2,12 +2,18 @@
 //   "YYYY/MM/DD HH:MM:SS [level] PID#TID: [*CONN ]TEXT[ (ERRNO: STRERROR)][ while ACTION]
 //    [, client: ADDR][, server: NAME][, request: "LINE"][, subrequest: "URI"]
 //    [, upstream: "SCHEMA+PEER+URI"][, host: "HOST"][, referrer: "REF"]"
-// The context part comes from ngx_http_log_error()/ngx_http_log_error_handler(); nginx does not
-// escape quotes inside it, so quoted values are delimited by the next known key, not by '"'.
+// The context part comes from ngx_http_log_error()/ngx_http_log_error_handler(); nginx escapes
+// nothing in it, so each field is read by the form nginx guarantees (see "The request context").
 #include "why502/nginx.h"
+
+#include <arpa/inet.h>
 
 #include <array>
 #include <cstring>
+#include <initializer_list>
+#include <vector>
+
+#include "base/text.h"
 
 namespace why502::nginx {
 namespace {
@@ -47,116 +53,463 @@ template <class T> bool parse_uint(std::string_view &s, T &out) {
 constexpr std::array<std::string_view, 8> kLevels = {"emerg", "alert", "crit",   "error",
                                                      "warn",  "notice", "info", "debug"};
 
-// Keys of the request context in the order ngx_http_log_error* appends them.
-struct Key {
-  std::string_view token; // ", client: "
-  bool quoted;
-};
-constexpr std::array<Key, 7> kKeys = {{{", client: ", false},
-                                       {", server: ", false},
-                                       {", request: \"", true},
-                                       {", subrequest: \"", true},
-                                       {", upstream: \"", true},
-                                       {", host: \"", true},
-                                       {", referrer: \"", true}}};
+// ── The request context ──────────────────────────────────────────────────────────────────────
+// ngx_http_log_error() and ngx_http_log_error_handler() (src/http/ngx_http_request.c) append, in
+// this order and only these:
+//   ", client: %V"        the peer address text: an IP address, or "unix:" for a unix socket
+//   ", server: %V"        server_name of the matched server{} (or the listen address before a request)
+//   ", request: \"%V\""   the raw request line
+//   ", subrequest: \"%V\"" the subrequest's URI
+//   ", upstream: \"%V%V%s%V\"" schema, peer name, ":" for unix peers, and the upstream URI
+//   ", host: \"%V\""      the Host header, which nginx validated
+//   ", referrer: \"%V\""  the Referer header, any bytes
+// Nothing is escaped: a client puts quotes and these separators into the request line (raw, or
+// percent-decoded into a message such as open() "…"), the Host (nginx 1.22 validates little) and
+// the Referer. So values are delimited by the form each one must have, not by searching for the
+// next key: the client is an address and the server a name (no spaces), the request line is
+// "METHOD TARGET[ HTTP/x.y]" whose target has no space (nginx >= 1.21.1 rejects spaces there),
+// the upstream starts with "scheme://" and a peer address, the host is a host name, and the
+// referrer, the only free-form field, is last and closed by the line's final quote.
+// A stream{} session (ngx_stream_log_error, ngx_stream_proxy_log_error) has its own shape:
+//   ", client: %V, server: %V[, upstream: \"%V\"], bytes from/to client:%O/%O, bytes from/to upstream:%O/%O"
 
-std::string *field(ErrorLogLine &l, size_t i) {
-  switch (i) {
-  case 0: return &l.client;
-  case 1: return &l.server;
-  case 2: return &l.request;
-  case 3: return &l.subrequest;
-  case 4: return &l.upstream;
-  case 5: return &l.host;
-  default: return &l.referrer;
-  }
+// nginx formats a whole line in a buffer of NGX_MAX_ERROR_STR (2048) bytes, newline included, and
+// cuts what does not fit: a line of 2047 bytes may end inside any field.
+constexpr size_t kMaxErrorStr = 2048;
+// Anything much longer is not an nginx line; refusing it early bounds the work per line.
+constexpr size_t kMaxLine = 4 * kMaxErrorStr;
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+bool all_digits(std::string_view s) {
+  if (s.empty() || s.size() > 5)
+    return false;
+  for (char c : s)
+    if (!is_digit(c))
+      return false;
+  return true;
 }
 
-// Parses ", client: ..." onwards. `ctx` starts at ", client: " (or another key).
-void parse_context(std::string_view ctx, ErrorLogLine &l) {
-  size_t k = 0;
-  while (!ctx.empty() && k < kKeys.size()) {
-    // find which key we are at (keys may be absent, never reordered)
-    size_t which = kKeys.size();
-    for (size_t j = k; j < kKeys.size(); ++j) {
-      if (starts_with(ctx, kKeys[j].token)) {
-        which = j;
-        break;
+bool valid_port(std::string_view s) { return all_digits(s) && std::stoul(std::string(s)) <= 65535; }
+
+bool ipv4(std::string_view s) {
+  in_addr a{};
+  return s.size() <= 15 && inet_pton(AF_INET, std::string(s).c_str(), &a) == 1;
+}
+bool ipv6(std::string_view s) {
+  in6_addr a{};
+  return s.size() <= 45 && inet_pton(AF_INET6, std::string(s).c_str(), &a) == 1;
+}
+
+// ngx_sock_ntop() without port: "1.2.3.4", "::1", "unix:" (an unnamed unix peer, or its path).
+bool valid_client(std::string_view s) {
+  if (starts_with(s, "unix:"))
+    return s.find_first_of(" \",") == std::string_view::npos;
+  return ipv4(s) || ipv6(s);
+}
+
+// An upstream{} name, or a host name: letters, digits, '.', '-', '_', '~' (what an upstream name
+// or a resolvable host is made of in practice).
+bool valid_name(std::string_view s) {
+  if (s.empty() || s.size() > 253)
+    return false;
+  for (char c : s)
+    if (!(is_alpha(c) || is_digit(c) || c == '.' || c == '-' || c == '_' || c == '~'))
+      return false;
+  return true;
+}
+
+// A peer as nginx names it: "1.2.3.4:80", "[::1]:80", "unix:/path", or (no live upstreams, or a
+// group resolved at run time) an upstream name with an optional ":port".
+bool valid_peer(std::string_view p) {
+  if (starts_with(p, "unix:")) // a path, or "@name" for an abstract socket
+    return p.size() > 6 && (p[5] == '/' || p[5] == '@') && p.find_first_of(" \"") == std::string_view::npos;
+  if (starts_with(p, "[")) {
+    size_t rb = p.find(']');
+    return rb != std::string_view::npos && ipv6(p.substr(1, rb - 1)) && rb + 1 < p.size() &&
+           p[rb + 1] == ':' && valid_port(p.substr(rb + 2));
+  }
+  size_t colon = p.rfind(':');
+  std::string_view host = colon == std::string_view::npos ? p : p.substr(0, colon);
+  if (colon != std::string_view::npos && !valid_port(p.substr(colon + 1)))
+    return false;
+  return ipv4(host) || valid_name(host);
+}
+
+// The Host header as ngx_http_validate_host() accepts it (host name chars, sub-delims,
+// pct-encoding, an IP literal in brackets, ":port"); nginx 1.22 lets more through, and a line
+// with such a host is not trusted (a quote or a space there could split fields).
+bool valid_host(std::string_view h) {
+  if (h.empty() || h.size() > 1024)
+    return false;
+  for (char c : h)
+    if (!(is_alpha(c) || is_digit(c) || std::strchr("-._~!$&'()*+,;=%:[]", c)))
+      return false;
+  return true;
+}
+
+// "http://127.0.0.1:8080/x" -> "127.0.0.1:8080"; "fastcgi://unix:/run/php.sock:" ->
+// "unix:/run/php.sock"; "http://two_dead/x" -> "two_dead". Empty when the value has not the form
+// schema + peer + (":" for unix) + URI (empty, or starting with '/' or '?'). `cut`: the line ended
+// inside the value, so the peer counts only if something follows it.
+std::string upstream_peer(std::string_view u, bool cut) {
+  size_t sch = u.find("://");
+  if (sch == std::string_view::npos || sch == 0 || sch > 16)
+    return {};
+  for (char c : u.substr(0, sch))
+    if (!(c >= 'a' && c <= 'z') && !is_digit(c) && c != '+' && c != '-' && c != '.')
+      return {};
+  u.remove_prefix(sch + 3);
+  std::string_view peer;
+  if (starts_with(u, "unix:")) {
+    // ngx_http_log_error_handler puts ":" between a unix peer and the URI
+    size_t colon = u.find(':', 5);
+    if (colon == std::string_view::npos)
+      return {};
+    peer = u.substr(0, colon);
+    u.remove_prefix(colon + 1);
+  } else {
+    size_t end = u.find_first_of("/?");
+    if (end == std::string_view::npos && cut)
+      return {}; // "http://127.0.0.1:80" cut to "http://127.0.0.1:8" would still look like a peer
+    peer = u.substr(0, end);
+    u.remove_prefix(end == std::string_view::npos ? u.size() : end);
+  }
+  if (!u.empty() && u[0] != '/' && u[0] != '?')
+    return {};
+  return valid_peer(peer) ? std::string(peer) : std::string();
+}
+
+struct Context {
+  std::string_view client, server, request, subrequest, upstream, host, referrer;
+  bool has_upstream = false;
+  bool upstream_cut = false; // the line ended inside the upstream value
+  bool stream = false;
+  bool cut = false; // the line ended inside the context (nginx's buffer was full)
+};
+
+// After a complete field: the context may end here, or (when the line was cut) end with a prefix
+// of the next separator.
+bool ends_here(std::string_view rest, bool may_cut, Context &c) {
+  if (rest.empty())
+    return true;
+  if (!may_cut)
+    return false;
+  for (std::string_view key : {", request: \"", ", subrequest: \"", ", upstream: \"", ", host: \"",
+                               ", referrer: \"", ", bytes from/to client:"})
+    if (key.substr(0, rest.size()) == rest) {
+      c.cut = true;
+      return true;
+    }
+  return false;
+}
+
+// A quoted value that ends at the first closing quote followed by one of `next` (or the end).
+// Used for the subrequest URI and the upstream's URI part, whose start is already pinned.
+bool quoted_until(std::string_view &rest, std::initializer_list<std::string_view> next, bool may_cut,
+                  std::string_view &value, Context &c) {
+  for (size_t q = rest.find('"'); q != std::string_view::npos; q = rest.find('"', q + 1)) {
+    std::string_view after = rest.substr(q + 1);
+    bool ok = after.empty();
+    for (std::string_view n : next)
+      ok = ok || starts_with(after, n);
+    if (ok) {
+      value = rest.substr(0, q);
+      rest = after;
+      return true;
+    }
+  }
+  if (!may_cut)
+    return false;
+  value = rest;
+  rest = {};
+  c.cut = true;
+  return true;
+}
+
+// "GET /x HTTP/1.1" (or "GET /x", HTTP/0.9): the method is [A-Z_-], the target has no space.
+bool request_line(std::string_view &rest, bool may_cut, std::string_view &value, Context &c) {
+  size_t i = 0;
+  while (i < rest.size() && ((rest[i] >= 'A' && rest[i] <= 'Z') || rest[i] == '_' || rest[i] == '-'))
+    ++i;
+  if (i == rest.size() && may_cut) { // cut inside the method
+    value = rest;
+    rest = {};
+    c.cut = true;
+    return true;
+  }
+  if (i == 0 || i > 32 || i == rest.size() || rest[i] != ' ')
+    return false;
+  size_t t = i + 1;
+  size_t sp = rest.find(' ', t);
+  for (size_t k = t; k < (sp == std::string_view::npos ? rest.size() : sp); ++k)
+    if (static_cast<unsigned char>(rest[k]) < 0x21 || rest[k] == 0x7f)
+      return false;
+  if (sp != std::string_view::npos) {
+    // "TARGET HTTP/d.d\""
+    std::string_view v = rest.substr(sp + 1);
+    size_t k = 0;
+    bool shape = starts_with(v, "HTTP/");
+    k = 5;
+    size_t d1 = k;
+    while (shape && k < v.size() && k < d1 + 3 && is_digit(v[k]))
+      ++k;
+    if (shape && k > d1 && k + 1 < v.size() && v[k] == '.' && is_digit(v[k + 1])) {
+      k += 2;
+      while (k < v.size() && is_digit(v[k]))
+        ++k;
+      if (k < v.size() && v[k] == '"' && sp > t) {
+        value = rest.substr(0, sp + 1 + k);
+        rest.remove_prefix(sp + 1 + k + 1);
+        return true;
       }
     }
-    if (which == kKeys.size())
-      return;
-    ctx.remove_prefix(kKeys[which].token.size());
-    // the value ends at the earliest later key (quoted: key preceded by the closing quote)
-    size_t end = std::string_view::npos;
-    for (size_t j = which + 1; j < kKeys.size(); ++j) {
-      std::string needle(kKeys[j].token);
-      if (kKeys[which].quoted)
-        needle.insert(needle.begin(), '"'); // (not "\"" + ...: GCC 12 -Wrestrict false positive)
-      size_t p = ctx.find(needle);
-      if (p != std::string_view::npos && p < end)
-        end = p;
+    if (may_cut && (std::string_view("HTTP/1.1\"").substr(0, v.size()) == v ||
+                    (k == v.size() && shape))) {
+      value = rest;
+      rest = {};
+      c.cut = true;
+      return true;
     }
-    std::string_view value;
-    if (end == std::string_view::npos) {
-      value = ctx;
-      if (kKeys[which].quoted && ends_with(value, "\""))
-        value.remove_suffix(1);
-      ctx = {};
-    } else {
-      value = ctx.substr(0, end);
-      ctx.remove_prefix(end + (kKeys[which].quoted ? 1 : 0));
+    // HTTP/0.9 form: the target ends with the closing quote, then ", " and the next key
+    std::string_view target = rest.substr(t, sp - t);
+    if (target.size() >= 3 && target.substr(target.size() - 2) == "\",") {
+      value = rest.substr(0, sp - 2);
+      rest.remove_prefix(sp - 1);
+      return true;
     }
-    *field(l, which) = std::string(value);
-    k = which + 1;
+    return false;
   }
+  // no space after the target: "GET /x\"" at the end of the line, or cut
+  if (ends_with(rest, "\"") && rest.size() > t + 1) {
+    value = rest.substr(0, rest.size() - 1);
+    rest = {};
+    return true;
+  }
+  if (!may_cut)
+    return false;
+  value = rest;
+  rest = {};
+  c.cut = true;
+  return true;
 }
 
-// "http://127.0.0.1:8080/x" -> "127.0.0.1:8080"; "fastcgi://unix:/run/php.sock:" -> "unix:/run/php.sock"
-std::string upstream_address(std::string_view u) {
-  auto sch = u.find("://");
-  if (sch != std::string_view::npos)
-    u.remove_prefix(sch + 3);
-  if (starts_with(u, "unix:")) {
-    // nginx prints schema + "unix:/path" + ":" + uri for AF_UNIX peers
-    auto colon = u.find(':', 5);
-    return std::string(colon == std::string_view::npos ? u : u.substr(0, colon));
+// Parses the context that starts at ", client: " and runs to the end of the line. Fails unless
+// every field has its form and nothing is left over.
+bool parse_context(std::string_view rest, bool may_cut, Context &c) {
+  c = {};
+  rest.remove_prefix(std::string_view(", client: ").size());
+  // client: a token without spaces, then ", server: "
+  size_t sp = rest.find(' ');
+  std::string_view tok = rest.substr(0, sp);
+  if (sp == std::string_view::npos) {
+    if (!may_cut || tok.size() > 64)
+      return false;
+    if (valid_client(tok)) // a cut address ("127.0.") is no address
+      c.client = tok;
+    c.cut = true;
+    return true;
   }
-  if (starts_with(u, "[")) { // IPv6 "[::1]:8080"
-    auto rb = u.find(']');
-    if (rb == std::string_view::npos)
-      return std::string(u);
-    auto slash = u.find('/', rb);
-    return std::string(u.substr(0, slash));
+  if (tok.empty() || tok.back() != ',' || !valid_client(tok.substr(0, tok.size() - 1)))
+    return false;
+  c.client = tok.substr(0, tok.size() - 1);
+  rest.remove_prefix(sp + 1);
+  if (!starts_with(rest, "server: ")) {
+    c.cut = may_cut && std::string_view("server: ").substr(0, rest.size()) == rest;
+    return c.cut;
   }
-  auto slash = u.find('/');
-  return std::string(u.substr(0, slash));
+  rest.remove_prefix(8);
+  // server: a name without spaces (server_name, or the listen address), possibly empty
+  sp = rest.find(' ');
+  tok = rest.substr(0, sp);
+  if (sp == std::string_view::npos) {
+    c.server = tok;
+    c.cut = may_cut;
+    return true;
+  }
+  if (tok.empty() || tok.back() != ',')
+    return false;
+  c.server = tok.substr(0, tok.size() - 1);
+  rest.remove_prefix(sp - 1); // at ", <key>"
+
+  if (starts_with(rest, ", bytes from/to client:") || starts_with(rest, ", upstream: \"")) {
+    // a stream{} session? "..., upstream: \"PEER\", bytes from/to client:N/N, bytes from/to upstream:N/N"
+    std::string_view r = rest;
+    std::string_view up;
+    if (starts_with(r, ", upstream: \"")) {
+      r.remove_prefix(13);
+      size_t q = r.find('"');
+      if (q != std::string_view::npos && valid_peer(r.substr(0, q)) &&
+          starts_with(r.substr(q + 1), ", bytes from/to client:")) {
+        up = r.substr(0, q);
+        r.remove_prefix(q + 1);
+      }
+    }
+    if (starts_with(r, ", bytes from/to client:")) {
+      c.stream = true;
+      c.upstream = up;
+      c.has_upstream = !up.empty();
+      return true; // the byte counts are not used
+    }
+  }
+  if (ends_here(rest, may_cut, c))
+    return true;
+  if (starts_with(rest, ", request: \"")) {
+    rest.remove_prefix(12);
+    if (!request_line(rest, may_cut, c.request, c))
+      return false;
+    if (c.cut || ends_here(rest, may_cut, c))
+      return true;
+  }
+  if (starts_with(rest, ", subrequest: \"")) {
+    rest.remove_prefix(15);
+    if (!quoted_until(rest, {", upstream: \"", ", host: \"", ", referrer: \""}, may_cut, c.subrequest, c))
+      return false;
+    if (c.cut || ends_here(rest, may_cut, c))
+      return true;
+  }
+  if (starts_with(rest, ", upstream: \"")) {
+    rest.remove_prefix(13);
+    if (!quoted_until(rest, {", host: \"", ", referrer: \""}, may_cut, c.upstream, c))
+      return false;
+    c.has_upstream = true;
+    c.upstream_cut = c.cut;
+    if (c.cut || ends_here(rest, may_cut, c))
+      return true;
+  }
+  if (starts_with(rest, ", host: \"")) {
+    rest.remove_prefix(9);
+    size_t q = rest.find('"');
+    if (q == std::string_view::npos) {
+      if (!may_cut || (!rest.empty() && !valid_host(rest)))
+        return false;
+      c.host = rest;
+      c.cut = true;
+      return true;
+    }
+    c.host = rest.substr(0, q);
+    if (!valid_host(c.host))
+      return false;
+    rest.remove_prefix(q + 1);
+    if (ends_here(rest, may_cut, c))
+      return true;
+  }
+  if (starts_with(rest, ", referrer: \"")) {
+    rest.remove_prefix(13);
+    if (ends_with(rest, "\"")) {
+      c.referrer = rest.substr(0, rest.size() - 1);
+      return true;
+    }
+    if (!may_cut)
+      return false;
+    c.referrer = rest;
+    c.cut = true;
+    return true;
+  }
+  return false;
 }
 
-UpstreamFailure classify(const ErrorLogLine &l) {
-  std::string_view t = l.text;
-  const std::string &a = l.action;
-  bool upstream_ctx = !l.upstream.empty() || a.find("upstream") != std::string::npos;
-  if (starts_with(t, "no live upstreams"))
+// ── The message before the context ──────────────────────────────────────────────────────────
+
+// log->action values of ngx_http_upstream.c / ngx_event_connect.c while nginx talks to an upstream.
+constexpr std::array<std::string_view, 5> kUpstreamActions = {
+    "connecting to upstream", "SSL handshaking to upstream", "sending request to upstream",
+    "reading response header from upstream", "reading upstream"};
+
+struct Head {
+  std::string_view text, action, err_text, syscall, connect_to;
+  std::optional<int> err;
+  bool truncated = false;
+};
+
+// TEXT[ (ERRNO: STRERROR)][ while ACTION], read from the end: the action is the text after the
+// last " while ", errno the last " (N: ...)" group. For any message.
+Head split_head(std::string_view head) {
+  Head h;
+  size_t wp = head.rfind(" while ");
+  if (wp != std::string_view::npos) {
+    h.action = head.substr(wp + 7);
+    head = head.substr(0, wp);
+  }
+  if (ends_with(head, ")")) {
+    size_t op = head.rfind(" (");
+    while (op != std::string_view::npos) {
+      std::string_view e = head.substr(op + 2, head.size() - op - 3);
+      int n = 0;
+      std::string_view num = e;
+      if (parse_uint(num, n) && starts_with(num, ": ")) {
+        h.err = n;
+        h.err_text = num.substr(2);
+        head = head.substr(0, op);
+        break;
+      }
+      if (op == 0)
+        break;
+      op = head.rfind(" (", op - 1);
+    }
+    if (ends_with(head, "..."))
+      h.truncated = true; // ngx_log_errno() made room for the errno
+  }
+  h.text = head;
+  // failing syscall: "connect() failed", "connect() to unix:/x failed", "socket() failed"
+  size_t paren = head.find("() ");
+  if (paren != std::string_view::npos && paren > 0 && paren < 32) {
+    std::string_view name = head.substr(0, paren);
+    bool ident = true;
+    for (char c : name)
+      ident = ident && (is_alpha(c) || is_digit(c) || c == '_');
+    if (ident && head.find("failed", paren) != std::string_view::npos)
+      h.syscall = name;
+  }
+  return h;
+}
+
+// The messages nginx writes when an attempt to an upstream fails, with an upstream action. Only
+// these can be upstream failures; the text must be the whole message, so client bytes in a message
+// (open() "<uri>" failed, …) never make one. "upstream sent …" quotes bytes of the upstream's
+// response: the upstream is trusted that far.
+UpstreamFailure failure_shape(const Head &h) {
+  bool upstream_action = false;
+  for (auto a : kUpstreamActions)
+    upstream_action |= h.action == a;
+  if (!upstream_action)
+    return UpstreamFailure::none;
+  std::string_view t = h.text;
+  if (t == "no live upstreams")
     return UpstreamFailure::no_live_upstreams;
-  if (starts_with(t, "upstream timed out")) {
-    if (a == "connecting to upstream" || a == "SSL handshaking to upstream")
+  if (t == "upstream timed out") {
+    if (h.action == "connecting to upstream" || h.action == "SSL handshaking to upstream")
       return UpstreamFailure::timed_out_connecting;
-    if (a == "sending request to upstream")
+    if (h.action == "sending request to upstream")
       return UpstreamFailure::timed_out_sending;
-    return UpstreamFailure::timed_out_reading; // reading response header / reading upstream
+    return UpstreamFailure::timed_out_reading;
   }
-  if (starts_with(t, "upstream prematurely closed"))
+  if (starts_with(t, "upstream prematurely closed ")) {
+    for (char c : t)
+      if (!is_alpha(c) && c != ' ')
+        return UpstreamFailure::none; // "connection", "FastCGI stdout", "FastCGI request"
     return UpstreamFailure::prematurely_closed;
-  if (starts_with(t, "upstream sent too big header"))
+  }
+  if (t == "upstream sent too big header")
     return UpstreamFailure::too_big_header;
   if (starts_with(t, "upstream sent invalid header"))
     return UpstreamFailure::invalid_header;
   if (starts_with(t, "upstream sent "))
     return UpstreamFailure::upstream_sent_invalid;
-  if (!upstream_ctx)
+  // "NAME() failed", "connect() to PEER failed", "SSL_do_handshake() failed (SSL: …)"
+  if (h.syscall.empty())
     return UpstreamFailure::none;
-  const std::string &sc = l.syscall;
+  std::string_view rest = t.substr(h.syscall.size() + 2);
+  if (h.syscall == "connect" && starts_with(rest, " to ") && ends_with(rest, " failed"))
+    rest = {};
+  else if (starts_with(rest, " failed"))
+    rest.remove_prefix(7);
+  else
+    return UpstreamFailure::none;
+  if (!rest.empty() && !(starts_with(rest, " (SSL: ") && ends_with(rest, ")")))
+    return UpstreamFailure::none;
+  const std::string_view sc = h.syscall;
   if (sc == "connect")
     return UpstreamFailure::connect_failed;
   if (sc == "recv")
@@ -167,9 +520,7 @@ UpstreamFailure classify(const ErrorLogLine &l) {
     return UpstreamFailure::readv_failed;
   if (sc == "socket")
     return UpstreamFailure::socket_failed;
-  if (l.level <= Level::error)
-    return UpstreamFailure::other;
-  return UpstreamFailure::none;
+  return UpstreamFailure::other; // SSL_do_handshake(), SSL_read(), …
 }
 
 } // namespace
@@ -224,6 +575,15 @@ bool parse_error_time(std::string_view s, std::tm &out) {
 std::optional<ErrorLogLine> parse_error_line(std::string_view line) {
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
     line.remove_suffix(1);
+  if (line.size() > kMaxLine)
+    return std::nullopt;
+  const bool may_cut = line.size() >= kMaxErrorStr - 1; // nginx's buffer was full: fields may be cut
+  // Every string this parser returns is valid UTF-8 (a request line is any bytes a client sent).
+  std::string clean;
+  if (!base::is_valid_utf8(line)) {
+    clean = base::valid_utf8(line);
+    line = clean;
+  }
   ErrorLogLine l;
   if (!parse_error_time(line, l.tm))
     return std::nullopt;
@@ -263,72 +623,74 @@ std::optional<ErrorLogLine> parse_error_line(std::string_view line) {
   }
   l.message = std::string(s);
 
-  // Split off the request context: the first ", client: " (the message text never legitimately
-  // contains it except inside an "upstream sent invalid header" excerpt, which nginx truncates).
-  std::string_view head = s;
-  size_t cp = s.find(", client: ");
-  if (cp != std::string_view::npos) {
-    head = s.substr(0, cp);
-    parse_context(s.substr(cp), l);
-  } else {
-    // lines without a client (e.g. upstream keepalive / subrequest contexts) may still carry keys
-    for (const auto &k : kKeys) {
-      size_t p = s.find(k.token);
-      if (p != std::string_view::npos) {
-        head = s.substr(0, p);
-        parse_context(s.substr(p), l);
-        break;
-      }
+  // Where does the context start? Every ", client: " is a candidate: the message before it may
+  // hold client bytes (open() "/root/<decoded URI>" failed), and so may the request line, the
+  // host and the referrer after it.
+  //  1. An upstream failure: the message before the real context is one of nginx's fixed failure
+  //     texts, ending with an upstream action, so the first candidate whose message has that
+  //     exact shape is the real one (a client cannot put bytes before it), and its context must
+  //     parse in full.
+  //  2. Any other line: nothing here becomes a failure; the fields are informational. The last
+  //     candidate whose context parses in full is taken (a forged context inside the message
+  //     stops being the last one as soon as nginx appends the real one).
+  //  A line with a candidate but no valid context is not a line nginx wrote: unparsed.
+  std::vector<size_t> candidates;
+  for (size_t p = s.find(", client: "); p != std::string_view::npos; p = s.find(", client: ", p + 1))
+    candidates.push_back(p);
+  Context ctx;
+  std::optional<size_t> at;
+  UpstreamFailure shape = UpstreamFailure::none;
+  Head head;
+  for (size_t p : candidates) {
+    Head h = split_head(s.substr(0, p));
+    UpstreamFailure f = failure_shape(h);
+    if (f != UpstreamFailure::none && parse_context(s.substr(p), may_cut, ctx)) {
+      at = p;
+      shape = f;
+      head = h;
+      break;
     }
   }
-  // " while ACTION" (last occurrence: the action never contains " while ")
-  size_t wp = head.rfind(" while ");
-  if (wp != std::string_view::npos) {
-    l.action = std::string(head.substr(wp + 7));
-    head = head.substr(0, wp);
-  }
-  // " (ERRNO: STRERROR)" at the end of the text
-  if (ends_with(head, ")")) {
-    size_t op = head.rfind(" (");
-    while (op != std::string_view::npos) {
-      std::string_view e = head.substr(op + 2, head.size() - op - 3);
-      int n = 0;
-      std::string_view num = e;
-      if (parse_uint(num, n) && starts_with(num, ": ")) {
-        l.err = n;
-        l.err_text = std::string(num.substr(2));
-        head = head.substr(0, op);
-        break;
-      }
-      if (op == 0)
-        break;
-      op = head.rfind(" (", op - 1);
+  for (size_t i = candidates.size(); !at && i-- > 0;)
+    if (parse_context(s.substr(candidates[i]), may_cut, ctx)) {
+      at = candidates[i];
+      head = split_head(s.substr(0, *at));
     }
-    if (ends_with(head, "...")) {
-      l.truncated = true;
+  if (!candidates.empty() && !at)
+    return std::nullopt;
+  if (!at)
+    head = split_head(s);
+
+  l.text = std::string(head.text);
+  l.action = std::string(head.action);
+  l.err = head.err;
+  l.err_text = std::string(head.err_text);
+  l.syscall = std::string(head.syscall);
+  l.truncated = head.truncated || ctx.cut;
+  if (at) {
+    l.client = std::string(ctx.client);
+    l.server = std::string(ctx.server);
+    l.request = std::string(ctx.request);
+    l.subrequest = std::string(ctx.subrequest);
+    l.upstream = std::string(ctx.upstream);
+    l.host = std::string(ctx.host);
+    l.referrer = std::string(ctx.referrer);
+    if (ctx.stream)
+      l.upstream_address = valid_peer(ctx.upstream) ? std::string(ctx.upstream) : std::string();
+    else if (ctx.has_upstream)
+      l.upstream_address = upstream_peer(ctx.upstream, ctx.upstream_cut);
+  }
+  // A failure names a well-formed upstream, the one nginx's own text names if it names one.
+  if (shape != UpstreamFailure::none && !ctx.stream && !l.upstream_address.empty()) {
+    std::string_view t = head.text;
+    bool agrees = true;
+    if (head.syscall == "connect" && starts_with(t, "connect() to ")) {
+      std::string_view to = t.substr(13, t.size() - 13 - 7); // "connect() to " PEER " failed"
+      agrees = to == l.upstream_address;
     }
+    if (agrees)
+      l.failure = shape;
   }
-  l.text = std::string(head);
-  // failing syscall: "connect() failed", "connect() to unix:/x failed", "socket() failed"
-  size_t paren = head.find("() ");
-  if (paren != std::string_view::npos && paren > 0 && paren < 32) {
-    std::string_view name = head.substr(0, paren);
-    bool ident = true;
-    for (char c : name)
-      ident = ident && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                        (c >= '0' && c <= '9'));
-    if (ident && head.find("failed", paren) != std::string_view::npos)
-      l.syscall = std::string(name);
-  }
-  if (!l.upstream.empty())
-    l.upstream_address = upstream_address(l.upstream);
-  else if (l.syscall == "connect" && starts_with(head, "connect() to ")) {
-    std::string_view to = head.substr(13);
-    size_t f = to.rfind(" failed");
-    if (f != std::string_view::npos)
-      l.upstream_address = std::string(to.substr(0, f));
-  }
-  l.failure = classify(l);
   return l;
 }
 

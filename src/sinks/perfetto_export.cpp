@@ -2,6 +2,8 @@
 // tracks, slices, instants, counters and flow arrows. See perfetto_export.h.
 #include "sinks/perfetto_export.h"
 
+#include "base/text.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <deque>
@@ -174,14 +176,14 @@ struct PerfettoExporter::Impl {
     std::string cur;
     for (char c : raw) {
       if (c == '\0') {
-        out.push_back(cur);
+        out.push_back(base::valid_utf8(cur)); // process titles are any bytes their owner chose
         cur.clear();
       } else {
         cur += c;
       }
     }
     if (!cur.empty())
-      out.push_back(cur);
+      out.push_back(base::valid_utf8(cur));
     while (!out.empty() && out.back().empty())
       out.pop_back();
     return out;
@@ -191,7 +193,7 @@ struct PerfettoExporter::Impl {
     std::ifstream in(opts.proc_root + "/" + std::to_string(pid) + "/comm");
     std::string s;
     std::getline(in, s);
-    return s;
+    return base::valid_utf8(s); // any bytes the process chose; trace strings are UTF-8
   }
 
   Worker &worker(uint32_t pid) {

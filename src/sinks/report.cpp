@@ -1,10 +1,14 @@
 #include "sinks/report.h"
 
+#include "base/text.h"
+
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
 namespace why502::sinks {
 
+using base::escape_terminal;
 using nlohmann::json;
 
 namespace {
@@ -25,7 +29,7 @@ std::string evidence_line(const json &e) {
   if (e.contains("time") && e["time"].is_string())
     if (auto t = parse_wall_time(e["time"].get<std::string>()))
       line += clock_time(*t) + "  ";
-  line += e.value("event", std::string("?"));
+  line += escape_terminal(e.value("event", std::string("?")));
   // Fields a reader needs; timestamps and bookkeeping stay in the JSON.
   static const char *skip[] = {"time", "event", "boot_ns", "cpu", "host", "type", "ts_syn_sent", "ts_established",
                                "ts_reset", "ts_fin_received", "ts_error", "ts_close", "conn_id", "kernel"};
@@ -35,7 +39,9 @@ std::string evidence_line(const json &e) {
       skipped |= it.key() == s;
     if (skipped || (it->is_string() && it->get<std::string>().empty()))
       continue;
-    line += " " + it.key() + "=" + (it->is_string() ? it->get<std::string>() : it->dump());
+    // Values come from the kernel (comms, unix paths) and from logs: shown, never obeyed.
+    line += " " + escape_terminal(it.key()) + "=" +
+            escape_terminal(it->is_string() ? it->get<std::string>() : base::json_line(*it));
   }
   return line;
 }
@@ -43,14 +49,16 @@ std::string evidence_line(const json &e) {
 } // namespace
 
 std::string text_report(const Verdict &v) {
+  // Every string field can hold client or local-user bytes (a Referer, a process name): each is
+  // escaped on its own, so the only control character this report writes is its own '\n'.
   std::string out = clock_time(v.wall_ns) + "  " + (v.status ? std::to_string(*v.status) : std::string("---")) +
-                    "  " + (v.upstream.empty() ? "?" : v.upstream) + "  worker " + std::to_string(v.nginx_pid) +
-                    "  " + v.cause + "\n";
-  out += "  " + v.summary + "\n";
+                    "  " + (v.upstream.empty() ? "?" : escape_terminal(v.upstream)) + "  worker " +
+                    std::to_string(v.nginx_pid) + "  " + escape_terminal(v.cause) + "\n";
+  out += "  " + escape_terminal(v.summary) + "\n";
   if (v.attempts > 1)
     out += "  (" + std::to_string(v.attempts) + " failed attempts for this request)\n";
   if (v.nginx_error)
-    out += "  nginx: " + *v.nginx_error + "\n";
+    out += "  nginx: " + escape_terminal(*v.nginx_error) + "\n";
   if (!v.related.empty()) {
     out += "  after verdicts:";
     for (auto id : v.related)
@@ -68,9 +76,14 @@ std::string summary_table(const CorrelatorStats &stats) {
   snprintf(buf, sizeof(buf), "\n%-28s %-40s %8s\n", "cause", "upstream", "failures");
   out += buf;
   for (const auto &[key, n] : stats.by_cause_upstream) {
-    snprintf(buf, sizeof(buf), "%-28s %-40s %8llu\n", key.first.c_str(), key.second.empty() ? "-" : key.second.c_str(),
-             static_cast<unsigned long long>(n));
-    out += buf;
+    // Names are escaped and appended whole: a fixed buffer could cut a UTF-8 sequence in two.
+    std::string cause = escape_terminal(key.first), upstream = escape_terminal(key.second);
+    if (upstream.empty())
+      upstream = "-";
+    cause.resize(std::max<size_t>(cause.size(), 28), ' ');
+    upstream.resize(std::max<size_t>(upstream.size(), 40), ' ');
+    snprintf(buf, sizeof(buf), " %8llu\n", static_cast<unsigned long long>(n));
+    out += cause + " " + upstream + buf;
   }
   snprintf(buf, sizeof(buf), "%-28s %-40s %8llu\n", "total", "", static_cast<unsigned long long>(stats.verdicts));
   out += buf;

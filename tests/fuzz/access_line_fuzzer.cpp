@@ -5,8 +5,26 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+
+#include "base/text.h"
 
 using namespace why502::nginx;
+
+namespace {
+// Every value the parser returns is valid UTF-8 (issue 8): abort otherwise, so libFuzzer reports it.
+void check(const std::optional<AccessLogLine> &l) {
+  if (!l)
+    return;
+  for (const auto &[name, v] : l->vars)
+    if (!why502::base::is_valid_utf8(v)) {
+      fprintf(stderr, "INVARIANT VIOLATED: $%s is not valid UTF-8\n", name.c_str());
+      abort();
+    }
+}
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size) {
   if (size < 1)
@@ -25,14 +43,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
   unsigned pick = data[0] % 5;
   ParseStats st;
   if (pick < 4) {
-    kParsers[pick].parse(s, st);
+    check(kParsers[pick].parse(s, st));
   } else {
     auto nl = s.find('\n');
     if (nl == std::string_view::npos)
       return 0;
     auto p = AccessLogParser::compile(s.substr(0, nl), static_cast<Escape>(data[0] % 3));
     if (p.ok())
-      p->parse(s.substr(nl + 1), st);
+      check(p->parse(s.substr(nl + 1), st));
   }
   return 0;
 }

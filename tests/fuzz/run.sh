@@ -16,14 +16,17 @@ cmake --build "$BUILD" -j2 --target "${FUZZERS[@]}"
 seed() { # seed dir from fixture lines, one file per line
   local dir=$1 src=$2 prefix=${3:-}
   mkdir -p "$dir"
-  local i=0
+  local i=0 name
+  name=$(basename "$src")
   while IFS= read -r line; do
-    printf '%b%s' "$prefix" "$line" > "$dir/seed_$i"; i=$((i + 1))
+    printf '%b%s' "$prefix" "$line" > "$dir/${name}_$i"; i=$((i + 1))
   done < "$src"
 }
 CORPUS=$BUILD/fuzz-corpus
 rm -rf "$CORPUS"
 seed "$CORPUS/error_line_fuzzer" "$FIX/error.log"
+# lines a client wrote part of: forged contexts, non-UTF-8 bytes, escape sequences
+seed "$CORPUS/error_line_fuzzer" "$ROOT/tests/fuzz/seeds/error_forged.log"
 seed "$CORPUS/access_line_fuzzer" "$FIX/access_combined.log" '\x00'
 seed "$CORPUS/access_line_fuzzer" "$FIX/access_upstream.log" '\x01'
 seed "$CORPUS/access_line_fuzzer" "$FIX/access_json.log" '\x02'

@@ -216,3 +216,17 @@ TEST(Decode, NamesForHumans) {
   EXPECT_EQ(tcp_state_name(1), "ESTABLISHED");
   EXPECT_EQ(tcp_state_name(99), "STATE_99");
 }
+
+// A task name is any bytes its process chose (prctl PR_SET_NAME): the decoder makes it valid
+// UTF-8, so the JSON writer never meets an invalid byte (issue 8: one such comm stopped `events`).
+TEST(Decode, NonUtf8CommBecomesReplacementCharacters) {
+  auto raw = sample_conn_fail();
+  std::memset(raw.comm, 0, sizeof(raw.comm));
+  std::memcpy(raw.comm, "\xff\xfe\x1b[2J", 6);
+  std::string err;
+  auto ev = decode_record(bytes(raw), &err);
+  ASSERT_TRUE(ev) << err;
+  EXPECT_EQ(std::get<ConnFail>(ev->record).comm, "\xEF\xBF\xBD\xEF\xBF\xBD\x1b[2J");
+  // valid UTF-8 now, so a plain dump() works; the ESC is JSON-escaped
+  EXPECT_EQ(to_json(*ev).at("comm").dump(), "\"\xEF\xBF\xBD\xEF\xBF\xBD\\u001b[2J\"");
+}

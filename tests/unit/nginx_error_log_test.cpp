@@ -184,9 +184,6 @@ TEST(ErrorLogSynthetic, SyscallFailures) {
       {"[crit] 7#7: *9 connect() to 10.0.0.2:80 failed (99: Cannot assign requested address) while "
        "connecting to upstream",
        UpstreamFailure::connect_failed, "connect", 99},
-      {"[error] 7#7: *9 connect() to unix:/run/php/php-fpm.sock failed (11: Resource temporarily "
-       "unavailable) while connecting to upstream",
-       UpstreamFailure::connect_failed, "connect", 11},
   };
   for (const auto &c : cases) {
     auto l = parse_error_line("2026/11/30 17:02:01 " + c.head + ctx);
@@ -219,15 +216,25 @@ TEST(ErrorLogSynthetic, NonRequestLines) {
 }
 
 TEST(ErrorLogSynthetic, QuotesInsideRequestAndIpv6) {
+  // nginx >= 1.21.1 rejects a space in the request target, so quotes and commas are all a target
+  // can hold; the request line ends at " HTTP/x.y\"".
   auto l = parse_error_line(
       "2026/11/30 17:02:01 [error] 7#7: *9 connect() failed (111: Connection refused) while "
-      "connecting to upstream, client: ::1, server: x, request: \"GET /a\"b, host: \"c HTTP/1.1\", "
-      "upstream: \"http://[::1]:8080/a\"b\", host: \"h\"");
+      "connecting to upstream, client: ::1, server: x, request: \"GET /a\"b,host:\"c HTTP/1.1\", "
+      "upstream: \"http://[::1]:8080/a\"b,host:\"c\", host: \"h\"");
   ASSERT_TRUE(l);
   EXPECT_EQ(l->client, "::1");
-  EXPECT_EQ(l->request, "GET /a\"b, host: \"c HTTP/1.1");
+  EXPECT_EQ(l->request, "GET /a\"b,host:\"c HTTP/1.1");
+  EXPECT_EQ(l->upstream, "http://[::1]:8080/a\"b,host:\"c");
   EXPECT_EQ(l->upstream_address, "[::1]:8080");
   EXPECT_EQ(l->host, "h");
+  EXPECT_EQ(l->failure, UpstreamFailure::connect_failed);
+  // With a space in the target (older nginx, or a line nginx never wrote) fields cannot be told
+  // apart: the line is not parsed at all.
+  EXPECT_FALSE(parse_error_line(
+      "2026/11/30 17:02:01 [error] 7#7: *9 connect() failed (111: Connection refused) while "
+      "connecting to upstream, client: ::1, server: x, request: \"GET /a\"b, host: \"c HTTP/1.1\", "
+      "upstream: \"http://[::1]:8080/a\"b\", host: \"h\""));
 }
 
 TEST(ErrorLogSynthetic, Rejects) {

@@ -60,9 +60,21 @@ TEST(Hostile, ParsersSurviveGarbage) {
 TEST(Hostile, TenMegabyteLinesAreFast) {
   std::string big(10 * 1024 * 1024, 'a');
   std::string quotes(10 * 1024 * 1024, '"');
-  std::string errline = "2026/11/30 17:02:01 [error] 1#1: *1 " + big + ", client: 1";
+  std::string errline = "2026/11/30 17:02:01 [error] 1#1: *1 " + big + ", client: 1.2.3.4, server: x";
+  // nginx writes at most NGX_MAX_ERROR_STR (2048) bytes per line: a longer one is refused unread.
+  std::string longest = "2026/11/30 17:02:01 [error] 1#1: *1 " + std::string(8000, 'a') + ", client: 1.2.3.4, server: x";
+  // many candidate contexts in one line (each ", client: " is tried)
+  std::string many = "2026/11/30 17:02:01 [error] 1#1: *1 connect() failed (111: x) while connecting to upstream";
+  while (many.size() < 8000)
+    many += ", client: 1.2.3.4, server: x, request: \"GET / HTTP/1.1\", upstream: \"http://1.2.3.4:80/\"";
   auto t0 = std::chrono::steady_clock::now();
-  EXPECT_TRUE(parse_error_line(errline));
+  EXPECT_FALSE(parse_error_line(errline));
+  EXPECT_TRUE(parse_error_line(longest));
+  for (int i = 0; i < 100; ++i) {
+    auto m = parse_error_line(many); // the first context is the real one; the rest is the upstream URI
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->upstream_address, "1.2.3.4:80");
+  }
   EXPECT_FALSE(parse_error_line(big));
   auto p = AccessLogParser::combined();
   EXPECT_FALSE(p.parse(big));
