@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "correlate/causes.h"
 #include "why502/error.h"
 #include "why502/host.h"
 #include "why502/nginx.h"
@@ -153,10 +154,17 @@ struct Watcher::Impl {
   }
 
   void drain_logs() {
-    // Access logs are read before error logs and fed after them: nginx writes a request's error
-    // line before its access line, so an access line read now always finds its error line read
-    // in the same pass (the other order races with nginx between the two reads).
+    // Access logs are read before error logs: nginx writes a request's error lines before its access
+    // line, so an access line read now always finds its error lines read in the same pass (the other
+    // order races with nginx between the two reads). Both are then fed merged in time order, error
+    // lines first within an instant, so an access line closes the request whose lines came before it.
+    struct Fed {
+      int64_t when;
+      int order; // error lines before access lines at the same instant
+      size_t index;
+    };
     std::vector<std::pair<nginx::AccessLogLine, int64_t>> access_lines;
+    std::vector<std::pair<nginx::ErrorLogLine, int64_t>> error_lines;
     for (auto &[path, t] : access_tails)
       t.tailer->drain([&](std::string_view line, bool) {
         if (auto l = t.parser.parse(line, access_stats)) {
@@ -169,29 +177,30 @@ struct Watcher::Impl {
         if (auto l = nginx::parse_error_line(line, error_stats)) {
           if (needs_syscall_probes(*l))
             arm_syscall_probes();
-          correlator->add_error_line(*l, l->epoch * 1000000000LL);
+          int64_t when = l->epoch * 1000000000LL;
+          error_lines.emplace_back(std::move(*l), when);
         }
       });
-    for (const auto &[line, when] : access_lines) {
+    std::vector<Fed> order;
+    order.reserve(error_lines.size() + access_lines.size());
+    for (size_t i = 0; i < error_lines.size(); ++i)
+      order.push_back({error_lines[i].second, 0, i});
+    for (size_t i = 0; i < access_lines.size(); ++i)
+      order.push_back({access_lines[i].second, 1, i});
+    // Stable: each file keeps its own order.
+    std::stable_sort(order.begin(), order.end(), [](const Fed &a, const Fed &b) {
+      return a.when != b.when ? a.when < b.when : a.order < b.order;
+    });
+    for (const auto &f : order) {
+      if (f.order == 0) {
+        correlator->add_error_line(error_lines[f.index].first, f.when);
+        continue;
+      }
+      const auto &[line, when] = access_lines[f.index];
       correlator->add_access_line(line, when);
       if (access_cb)
         access_cb(line, when);
     }
-  }
-
-  // Failures only the syscall programs see (nothing changes TCP state): nginx names them first,
-  // from then on the kernel's record joins the verdicts.
-  static bool needs_syscall_probes(const nginx::ErrorLogLine &l) {
-    if (!l.err)
-      return false;
-    int e = *l.err;
-    if (l.failure == nginx::UpstreamFailure::socket_failed || l.syscall == "accept4" || l.syscall == "accept")
-      return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
-    if (l.failure != nginx::UpstreamFailure::connect_failed)
-      return false;
-    bool unix_socket = l.upstream_address.rfind("unix:", 0) == 0;
-    return e == EAGAIN || e == EADDRNOTAVAIL || e == EPERM || e == EACCES || e == ENETUNREACH ||
-           e == EHOSTUNREACH || (unix_socket && (e == ECONNREFUSED || e == ENOENT));
   }
 
   void arm_syscall_probes() {
@@ -311,6 +320,8 @@ std::vector<Verdict> Watcher::finish() {
   m.drain_logs();
   return m.correlator->finish();
 }
+
+std::vector<json> Watcher::take_notes() { return impl_->correlator->take_notes(); }
 
 void Watcher::on_kernel(std::function<void(const KernelEvent &)> cb) { impl_->kernel_cb = std::move(cb); }
 void Watcher::on_sample(std::function<void(const HostSample &)> cb) { impl_->sample_cb = std::move(cb); }

@@ -39,6 +39,8 @@ public:
   std::vector<Verdict> step(int timeout_ms);
   // Everything still pending.
   std::vector<Verdict> finish();
+  // Notes for the output stream ({"type":"storm",...}) made since the last call.
+  std::vector<nlohmann::json> take_notes();
 
   // Called with every kernel record and host sample as it arrives (Perfetto export).
   void on_kernel(std::function<void(const KernelEvent &)> cb);

@@ -394,7 +394,10 @@ TEST(CorrelatorRules, NeverMatchesAcrossWorkers) {
   ASSERT_EQ(v.size(), 1u);
   EXPECT_EQ(v[0].nginx_pid, 2222u);
   EXPECT_EQ(v[0].cause, "unknown");
-  EXPECT_TRUE(v[0].evidence.empty());
+  // Never the other worker's record: the verdict says its own is missing.
+  ASSERT_EQ(v[0].evidence.size(), 1u);
+  EXPECT_EQ(v[0].evidence[0]["event"], "kernel_record_missing");
+  EXPECT_FALSE(has_event(v[0], "conn_fail"));
 }
 
 TEST(CorrelatorRules, WithoutAnErrorLogEachKernelFailureIsAVerdict) {
