@@ -44,13 +44,14 @@ constexpr int64_t kRecordLatencyNs = kSecond / 2;
 // An unclaimed kernel record waits this long for its line, then counts as unmatched.
 constexpr int64_t kRecordKeepNs = 5 * kSecond;
 // Facts up to the end of a verdict's evidence window (rules.h) have reached the correlator this long
-// after it ends: kernel records in milliseconds, log lines within one 200 ms drain.
-constexpr int64_t kFactsLatencyNs = kSecond / 4;
+// after it ends: kernel records are polled before every step, replay feeds inputs in time order.
+constexpr int64_t kFactsLatencyNs = kSecond / 10;
 // Orphan access lines (a 502/504 no error line explains) wait this long for the kernel's record.
 constexpr int64_t kOrphanWaitNs = 3 * kSecond;
 // Bounds (a storm is 10k+ failures a second; these hold a few seconds of one).
-constexpr size_t kMaxPendingRecords = 40000;
-constexpr size_t kMaxPendingAttempts = 40000;
+// At ~2.5 KB an attempt (its nginx line and kernel record), 16k of each stay under 64 MiB.
+constexpr size_t kMaxPendingRecords = 16384;
+constexpr size_t kMaxPendingAttempts = 16384;
 constexpr size_t kMaxOrphans = 10000;
 // How far an access line looks past requests of other connections in a shared bucket.
 constexpr size_t kMaxBucketScan = 64;
@@ -169,7 +170,8 @@ struct Correlator::Impl {
   std::deque<AttemptP> waiting_order; // arrival order: a line's window closing
 
   // Attempts not yet in a request, by the keys an access line can name.
-  std::map<std::pair<uint32_t, uint64_t>, std::deque<AttemptP>> by_conn;         // worker, connection
+  // A connection's bucket holds one or a few attempts: a vector (a deque costs ~600 bytes empty).
+  std::map<std::pair<uint32_t, uint64_t>, std::vector<AttemptP>> by_conn;        // worker, connection
   std::map<std::pair<std::string, std::string>, std::deque<AttemptP>> by_text; // client, request line
   std::deque<AttemptP> attempt_order;                                          // arrival order
   size_t untaken = 0;
@@ -364,10 +366,14 @@ struct Correlator::Impl {
 
   // Takes the attempts of one request from the front of `q`: `n` of them when the access line says
   // how many failed, else the first one and those that continue it.
-  std::vector<AttemptP> take_group(std::deque<AttemptP> &q, int n, std::optional<uint32_t> pid,
-                                   std::optional<int64_t> not_after_ns) {
-    while (!q.empty() && q.front()->taken)
-      q.pop_front();
+  template <typename Bucket> static void prune(Bucket &q) {
+    auto first = std::find_if(q.begin(), q.end(), [](const AttemptP &a) { return !a->taken; });
+    q.erase(q.begin(), first);
+  }
+
+  template <typename Bucket>
+  std::vector<AttemptP> take_group(Bucket &q, int n, std::optional<uint32_t> pid, std::optional<int64_t> not_after_ns) {
+    prune(q);
     std::vector<AttemptP> group;
     size_t scanned = 0;
     for (auto &a : q) {
@@ -393,8 +399,7 @@ struct Correlator::Impl {
       a->taken = true;
       --untaken;
     }
-    while (!q.empty() && q.front()->taken)
-      q.pop_front();
+    prune(q);
     return group;
   }
 
@@ -405,14 +410,12 @@ struct Correlator::Impl {
     // The attempts left the indexes' fronts as taken; prune both buckets of the first one.
     const auto &l = group.front()->line;
     if (auto it = by_conn.find({uint32_t(l.pid), l.connection.value_or(0)}); it != by_conn.end()) {
-      while (!it->second.empty() && it->second.front()->taken)
-        it->second.pop_front();
+      prune(it->second);
       if (it->second.empty())
         by_conn.erase(it);
     }
     if (auto it = by_text.find({l.client, l.request}); it != by_text.end()) {
-      while (!it->second.empty() && it->second.front()->taken)
-        it->second.pop_front();
+      prune(it->second);
       if (it->second.empty())
         by_text.erase(it);
     }
@@ -454,10 +457,16 @@ struct Correlator::Impl {
     }
   }
 
+  // When every fact a verdict on `a` may read has happened (rules.h: the windows end there).
   int64_t evidence_end(const Attempt &a) const {
-    if (a.kfail)
-      return a.kfail->fail_ns + kSampleGranularityNs;
-    return a.line_ns + kNginxClockGranularityNs + kSampleGranularityNs;
+    if (!a.kfail)
+      return a.line_ns + kNginxClockGranularityNs + kSampleGranularityNs;
+    // Queue samples are read for timeouts and for resets before any response (accept_queue_overflow).
+    const KFail &k = *a.kfail;
+    bool reads_queue_samples = k.kind.kind == JoinKind::SynTimeout;
+    if (const auto *c = std::get_if<ConnFail>(&k.ev.record); c && c->failure == ConnFailure::RstEstablished)
+      reads_queue_samples |= c->bytes_received == 0;
+    return k.fail_ns + (reads_queue_samples ? kSampleGranularityNs : kKernelClockGranularityNs);
   }
 
   bool ready(const Request &r, int64_t now) const {
@@ -699,6 +708,11 @@ void Correlator::add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns
   ++m.stats.error_lines;
   auto a = std::make_shared<Impl::Attempt>();
   a->line = line;
+  // Pending attempts are most of the correlator's memory in a storm: drop what no rule or sink reads.
+  a->line.server.clear();
+  a->line.referrer.clear();
+  a->line.subrequest.clear();
+  a->line.upstream.clear();
   a->line_ns = wall_ns;
   a->kinds = line_kinds(line);
   m.offer_line(a);

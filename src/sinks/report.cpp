@@ -47,6 +47,8 @@ std::string text_report(const Verdict &v) {
                     "  " + (v.upstream.empty() ? "?" : v.upstream) + "  worker " + std::to_string(v.nginx_pid) +
                     "  " + v.cause + "\n";
   out += "  " + v.summary + "\n";
+  if (v.count > 1)
+    out += "  (" + std::to_string(v.count) + " failed requests this second; this one's evidence below)\n";
   if (v.attempts > 1)
     out += "  (" + std::to_string(v.attempts) + " failed attempts for this request)\n";
   if (v.nginx_error)
