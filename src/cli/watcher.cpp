@@ -156,50 +156,30 @@ struct Watcher::Impl {
   void drain_logs() {
     // Access logs are read before error logs: nginx writes a request's error lines before its access
     // line, so an access line read now always finds its error lines read in the same pass (the other
-    // order races with nginx between the two reads). Both are then fed merged in time order, error
-    // lines first within an instant, so an access line closes the request whose lines came before it.
-    struct Fed {
-      int64_t when;
-      int order; // error lines before access lines at the same instant
-      size_t index;
-    };
-    std::vector<std::pair<nginx::AccessLogLine, int64_t>> access_lines;
-    std::vector<std::pair<nginx::ErrorLogLine, int64_t>> error_lines;
+    // order races with nginx between the two reads). Error lines are fed as they are read, then the
+    // access lines in file order: an access line closes the request whose error lines came before it.
+    // Access lines wait as raw text (a parsed line is ten times larger): under a storm a pass can hold
+    // thousands of them.
+    std::vector<std::pair<AccessTail *, std::string>> access_lines;
     for (auto &[path, t] : access_tails)
-      t.tailer->drain([&](std::string_view line, bool) {
-        if (auto l = t.parser.parse(line, access_stats)) {
-          int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
-          access_lines.emplace_back(std::move(*l), when);
-        }
-      });
+      t.tailer->drain([&](std::string_view line, bool) { access_lines.emplace_back(&t, std::string(line)); });
     for (auto &[path, t] : error_tails)
       t.tailer->drain([&](std::string_view line, bool) {
         if (auto l = nginx::parse_error_line(line, error_stats)) {
           if (needs_syscall_probes(*l))
             arm_syscall_probes();
-          int64_t when = l->epoch * 1000000000LL;
-          error_lines.emplace_back(std::move(*l), when);
+          correlator->add_error_line(*l, l->epoch * 1000000000LL);
         }
       });
-    std::vector<Fed> order;
-    order.reserve(error_lines.size() + access_lines.size());
-    for (size_t i = 0; i < error_lines.size(); ++i)
-      order.push_back({error_lines[i].second, 0, i});
-    for (size_t i = 0; i < access_lines.size(); ++i)
-      order.push_back({access_lines[i].second, 1, i});
-    // Stable: each file keeps its own order.
-    std::stable_sort(order.begin(), order.end(), [](const Fed &a, const Fed &b) {
-      return a.when != b.when ? a.when < b.when : a.order < b.order;
-    });
-    for (const auto &f : order) {
-      if (f.order == 0) {
-        correlator->add_error_line(error_lines[f.index].first, f.when);
+    for (auto &[t, text] : access_lines) {
+      auto l = t->parser.parse(text, access_stats);
+      std::string().swap(text);
+      if (!l)
         continue;
-      }
-      const auto &[line, when] = access_lines[f.index];
-      correlator->add_access_line(line, when);
+      int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
+      correlator->add_access_line(*l, when);
       if (access_cb)
-        access_cb(line, when);
+        access_cb(*l, when);
     }
   }
 

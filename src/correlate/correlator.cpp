@@ -146,13 +146,16 @@ struct Correlator::Impl {
   using KFailP = std::shared_ptr<KFail>;
 
   struct Attempt {
-    nginx::ErrorLogLine line;
+    // Its own allocation, released once the request is decided: the indexes may still point at a
+    // decided attempt for a while, and then it costs a few bytes, not its line.
+    std::unique_ptr<nginx::ErrorLogLine> line;
     int64_t line_ns = 0;
     LineKinds kinds;
     KFailP kfail;
     bool resolved = false; // matched, or no agreeing record will come (or none is expected)
     bool missing = false;  // an agreeing record was expected and never came
     bool taken = false;    // grouped into a request
+    uint64_t seq = 0;      // arrival order
   };
   using AttemptP = std::shared_ptr<Attempt>;
 
@@ -166,13 +169,23 @@ struct Correlator::Impl {
   // The join's two sides, per (worker, upstream, kind).
   std::map<JoinKey, std::deque<KFailP>> records;
   std::map<JoinKey, std::deque<AttemptP>> waiting;
-  std::deque<KFailP> record_order;    // arrival order: expiry and the cap
+  // Arrival order, for expiry and the cap. Weak: a claimed record belongs to its attempt alone.
+  std::deque<std::weak_ptr<KFail>> record_order;
+  size_t unclaimed_records = 0; // pending in the key queues (the cap)
   std::deque<AttemptP> waiting_order; // arrival order: a line's window closing
 
   // Attempts not yet in a request, by the keys an access line can name.
   // A connection's bucket holds one or a few attempts: a vector (a deque costs ~600 bytes empty).
   std::map<std::pair<uint32_t, uint64_t>, std::vector<AttemptP>> by_conn;        // worker, connection
-  std::map<std::pair<std::string, std::string>, std::deque<AttemptP>> by_text; // client, request line
+  // Per worker: a storm's requests share one client and request line, and one worker's attempts come
+  // in runs the other worker's access lines would have to scan past.
+  using TextKey = std::tuple<std::string, std::string, uint32_t>; // client, request line, worker
+  std::map<TextKey, std::deque<AttemptP>> by_text;
+  uint64_t next_seq = 0;
+  // Requests decided before their access line came (the wait or the cap ran out): a late access line
+  // closes one of these instead of becoming a second, orphan verdict. Forgotten after a minute.
+  std::map<TextKey, uint64_t> decided_unclosed;
+  std::deque<std::pair<int64_t, TextKey>> decided_unclosed_order;
   std::deque<AttemptP> attempt_order;                                          // arrival order
   size_t untaken = 0;
 
@@ -202,6 +215,7 @@ struct Correlator::Impl {
     a.kfail = k;
     a.resolved = true;
     k->claimed = true;
+    --unclaimed_records;
   }
 
   void resolve_missing(Attempt &a) {
@@ -257,8 +271,8 @@ struct Correlator::Impl {
       a->resolved = true; // nginx reports something no kernel record describes
       return;
     }
-    uint32_t pid = uint32_t(a->line.pid);
-    std::string up = line_upstream(a->line);
+    uint32_t pid = uint32_t(a->line->pid);
+    std::string up = line_upstream(*a->line);
     std::deque<KFailP> *best = nullptr;
     for (int i = 0; i < a->kinds.n; ++i) {
       auto it = records.find(join_key(pid, up, a->kinds.kinds[i]));
@@ -301,16 +315,31 @@ struct Correlator::Impl {
     // Without an error log a record is a verdict of its own once its facts have settled.
     int64_t keep = opts.error_log_available ? kRecordKeepNs : opts.settle_ns;
     while (!record_order.empty()) {
-      KFail &k = *record_order.front();
-      if (!k.claimed && !flush && now < k.fail_ns + keep && record_order.size() <= kMaxPendingRecords)
+      KFailP kp = record_order.front().lock();
+      if (!kp || kp->claimed || kp->gone) {
+        record_order.pop_front();
+        continue;
+      }
+      KFail &k = *kp;
+      if (!flush && now < k.fail_ns + keep && unclaimed_records <= kMaxPendingRecords)
         break;
-      if (!k.claimed && !k.gone)
-        unclaimed_record(k, now < k.fail_ns + keep && !flush);
+      unclaimed_record(k, now < k.fail_ns + keep && !flush);
       k.gone = true;
+      --unclaimed_records;
       record_order.pop_front();
+      // Out of its key's queue too (it is at or near the front: the queues are in time order).
+      if (auto it = records.find(join_key(k.pid, k.upstream, k.kind)); it != records.end()) {
+        auto &q = it->second;
+        while (!q.empty() && (q.front()->claimed || q.front()->gone))
+          q.pop_front();
+        if (q.empty())
+          records.erase(it);
+      }
     }
-    if (record_order.empty())
+    if (record_order.empty()) {
       records.clear();
+      unclaimed_records = 0;
+    }
   }
 
   std::vector<Verdict> *out = nullptr; // where verdicts of the current step go
@@ -352,14 +381,14 @@ struct Correlator::Impl {
   // request line, each server tried at most once (nginx's tried-peers bitmap; a reused keepalive
   // connection is the exception), at most proxy_next_upstream_tries (or the group's server count).
   bool continues(const std::vector<AttemptP> &group, const Attempt &next) const {
-    const auto &first = group.front()->line;
-    if (next.line.pid != first.pid || next.line.connection != first.connection || next.line.request != first.request)
+    const auto &first = *group.front()->line;
+    if (next.line->pid != first.pid || next.line->connection != first.connection || next.line->request != first.request)
       return false;
-    int max = max_attempts_for(next.line.upstream_address);
+    int max = max_attempts_for(next.line->upstream_address);
     if (max > 0 && int(group.size()) >= max)
       return false;
     for (const auto &g : group)
-      if (g->line.upstream_address == next.line.upstream_address && !reused_connection(*g))
+      if (g->line->upstream_address == next.line->upstream_address && !reused_connection(*g))
         return false;
     return true;
   }
@@ -382,14 +411,14 @@ struct Correlator::Impl {
       if (a->taken)
         continue;
       if (group.empty()) {
-        if ((pid && uint32_t(a->line.pid) != *pid) || (not_after_ns && a->line_ns > *not_after_ns))
+        if ((pid && uint32_t(a->line->pid) != *pid) || (not_after_ns && a->line_ns > *not_after_ns))
           continue;
         group.push_back(a);
-      } else if (n > 0 ? (a->line.pid == group.front()->line.pid && a->line.connection == group.front()->line.connection)
+      } else if (n > 0 ? (a->line->pid == group.front()->line->pid && a->line->connection == group.front()->line->connection)
                        : continues(group, *a)) {
         group.push_back(a);
-      } else if (n <= 0 && a->line.pid == group.front()->line.pid &&
-                 a->line.connection == group.front()->line.connection) {
+      } else if (n <= 0 && a->line->pid == group.front()->line->pid &&
+                 a->line->connection == group.front()->line->connection) {
         break; // the same connection's next request
       }
       if (n > 0 && int(group.size()) >= n)
@@ -408,13 +437,13 @@ struct Correlator::Impl {
     if (group.empty())
       return;
     // The attempts left the indexes' fronts as taken; prune both buckets of the first one.
-    const auto &l = group.front()->line;
+    const auto &l = *group.front()->line;
     if (auto it = by_conn.find({uint32_t(l.pid), l.connection.value_or(0)}); it != by_conn.end()) {
       prune(it->second);
       if (it->second.empty())
         by_conn.erase(it);
     }
-    if (auto it = by_text.find({l.client, l.request}); it != by_text.end()) {
+    if (auto it = by_text.find({l.client, l.request, uint32_t(l.pid)}); it != by_text.end()) {
       prune(it->second);
       if (it->second.empty())
         by_text.erase(it);
@@ -441,7 +470,7 @@ struct Correlator::Impl {
         break;
       if (over_cap && opts.access_log_available)
         ++stats.requests_decided_early;
-      auto &q = by_conn[{uint32_t(a->line.pid), a->line.connection.value_or(0)}];
+      auto &q = by_conn[{uint32_t(a->line->pid), a->line->connection.value_or(0)}];
       auto group = take_group(q, 0, std::nullopt, std::nullopt);
       if (group.empty() || group.front() != a) { // not at its bucket's front (cannot happen): alone
         for (auto &g : group) {
@@ -451,6 +480,11 @@ struct Correlator::Impl {
         a->taken = true;
         --untaken;
         group = {a};
+      }
+      if (opts.access_log_available) {
+        TextKey key{a->line->client, a->line->request, uint32_t(a->line->pid)};
+        ++decided_unclosed[key];
+        decided_unclosed_order.emplace_back(a->line_ns, std::move(key));
       }
       form(std::move(group), std::nullopt, false);
       attempt_order.pop_front();
@@ -479,17 +513,17 @@ struct Correlator::Impl {
   Verdict make_verdict(const Request &r) {
     const Attempt &last = *r.attempts.back();
     RuleInput in;
-    in.line = &last.line;
+    in.line = last.line.get();
     in.line_ns = last.line_ns;
     in.kernel = last.kfail ? &last.kfail->ev : nullptr;
     in.kernel_fail_ns = last.kfail ? last.kfail->fail_ns : 0;
     in.kernel_record_missing = last.missing;
     Verdict v = decide(in, facts, opts);
-    v.nginx_pid = uint32_t(last.line.pid);
+    v.nginx_pid = uint32_t(last.line->pid);
     v.status = r.status;
-    v.nginx_error = last.line.message;
-    if (!last.line.client.empty() || !last.line.request.empty())
-      v.request = Verdict::Request{last.line.client, last.line.request, last.line.host};
+    v.nginx_error = last.line->message;
+    if (!last.line->client.empty() || !last.line->request.empty())
+      v.request = Verdict::Request{last.line->client, last.line->request, last.line->host};
     else if (r.access_request)
       v.request = r.access_request;
     v.attempts = int(r.attempts.size());
@@ -498,8 +532,8 @@ struct Correlator::Impl {
       const Attempt &a = *r.attempts[i];
       json prior = {{"event", "earlier_attempt"},
                     {"time", format_wall_time(a.line_ns)},
-                    {"upstream", a.line.upstream_address},
-                    {"nginx_error", a.line.message}};
+                    {"upstream", a.line->upstream_address},
+                    {"nginx_error", a.line->message}};
       if (a.kfail)
         prior["kernel"] = evidence_json(a.kfail->ev);
       else if (a.missing)
@@ -520,6 +554,10 @@ struct Correlator::Impl {
         ++stats.recovered_requests;
       else
         emit(make_verdict(r));
+      for (auto &a : r.attempts) {
+        a->line.reset();
+        a->kfail.reset();
+      }
       to_decide.pop_front();
     }
   }
@@ -538,6 +576,7 @@ struct Correlator::Impl {
         for (auto &k : it->second)
           if (!k->claimed && !k->gone && k->fail_ns >= p.wall_ns - 2 * kSecond && k->fail_ns <= p.wall_ns + kSecond) {
             k->claimed = true;
+            --unclaimed_records;
             in.kernel = &k->ev;
             in.kernel_fail_ns = k->fail_ns;
             goto found;
@@ -622,7 +661,8 @@ struct Correlator::Impl {
     if (!orphan_access.empty())
       floor = std::min(floor, orphan_access.front().wall_ns - 2 * kSecond);
     if (!opts.error_log_available && !record_order.empty())
-      floor = std::min(floor, record_order.front()->fail_ns);
+      if (auto k = record_order.front().lock())
+        floor = std::min(floor, k->fail_ns);
     return floor;
   }
 
@@ -655,6 +695,46 @@ struct Correlator::Impl {
                      {"summary", "per-request verdict lines again"}});
   }
 
+  void expire_decided_unclosed(int64_t now) {
+    while (!decided_unclosed_order.empty() && (decided_unclosed_order.front().first < now - 60 * kSecond ||
+                                               decided_unclosed_order.size() > kMaxPendingAttempts)) {
+      auto it = decided_unclosed.find(decided_unclosed_order.front().second);
+      if (it != decided_unclosed.end() && --it->second == 0)
+        decided_unclosed.erase(it);
+      decided_unclosed_order.pop_front();
+    }
+  }
+
+  // The access line of a request already decided without it?
+  bool closes_decided(const std::string &client, const std::string &request, std::optional<uint32_t> pid) {
+    auto it = pid ? decided_unclosed.find({client, request, *pid}) : decided_unclosed.lower_bound({client, request, 0});
+    if (it == decided_unclosed.end() || std::get<0>(it->first) != client || std::get<1>(it->first) != request)
+      return false;
+    if (--it->second == 0)
+      decided_unclosed.erase(it);
+    return true;
+  }
+
+  // The bucket of the oldest open attempt with this client and request line (any worker when the
+  // access log has no $pid).
+  std::deque<AttemptP> *text_bucket(const std::string &client, const std::string &request, std::optional<uint32_t> pid) {
+    if (pid) {
+      auto it = by_text.find({client, request, *pid});
+      return it == by_text.end() ? nullptr : &it->second;
+    }
+    std::deque<AttemptP> *best = nullptr;
+    uint64_t best_seq = UINT64_MAX;
+    for (auto it = by_text.lower_bound({client, request, 0});
+         it != by_text.end() && std::get<0>(it->first) == client && std::get<1>(it->first) == request; ++it) {
+      prune(it->second);
+      if (!it->second.empty() && it->second.front()->seq < best_seq) {
+        best = &it->second;
+        best_seq = it->second.front()->seq;
+      }
+    }
+    return best;
+  }
+
   // ------------------------------------------------------------ step
 
   std::vector<Verdict> step(int64_t now, bool flush) {
@@ -664,6 +744,7 @@ struct Correlator::Impl {
     expire_attempts(now, flush);
     decide_requests(now, flush);
     decide_orphans(now, flush);
+    expire_decided_unclosed(now);
     if (flush) // what the joins above let go
       expire_join(now, true);
     flush_seconds(now, flush);
@@ -689,7 +770,7 @@ void Correlator::add_kernel(const KernelEvent &ev) {
     impl_->facts.add_kernel(ev);
     return;
   }
-  auto k = std::make_shared<Impl::KFail>();
+  std::shared_ptr<Impl::KFail> k(new Impl::KFail); // not make_shared: record_order's weak_ptr must not pin it
   k->ev = ev;
   k->fail_ns = kernel_fail_ns(ev);
   k->pid = kernel_pid(ev);
@@ -697,8 +778,8 @@ void Correlator::add_kernel(const KernelEvent &ev) {
   k->kind = *kind;
   ++impl_->stats.kernel_failures;
   impl_->record_order.push_back(k);
-  if (impl_->opts.error_log_available)
-    impl_->offer_record(k);
+  ++impl_->unclaimed_records;
+  impl_->offer_record(k); // without an error log no line waits: it stays queued until it is a verdict
 }
 
 void Correlator::add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns) {
@@ -706,18 +787,19 @@ void Correlator::add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns
     return;
   auto &m = *impl_;
   ++m.stats.error_lines;
-  auto a = std::make_shared<Impl::Attempt>();
-  a->line = line;
+  auto a = std::make_shared<Impl::Attempt>(); // small: its line is a separate allocation
+  a->line = std::make_unique<nginx::ErrorLogLine>(line);
   // Pending attempts are most of the correlator's memory in a storm: drop what no rule or sink reads.
-  a->line.server.clear();
-  a->line.referrer.clear();
-  a->line.subrequest.clear();
-  a->line.upstream.clear();
+  a->line->server.clear();
+  a->line->referrer.clear();
+  a->line->subrequest.clear();
+  a->line->upstream.clear();
   a->line_ns = wall_ns;
   a->kinds = line_kinds(line);
   m.offer_line(a);
   m.by_conn[{uint32_t(line.pid), line.connection.value_or(0)}].push_back(a);
-  m.by_text[{line.client, line.request}].push_back(a);
+  a->seq = m.next_seq++;
+  m.by_text[{line.client, line.request, uint32_t(line.pid)}].push_back(a);
   m.attempt_order.push_back(a);
   ++m.untaken;
 }
@@ -747,8 +829,8 @@ void Correlator::add_access_line(const nginx::AccessLogLine &line, int64_t wall_
     if (line.pid && line.connection) {
       if (auto it = m.by_conn.find({*pid, *line.connection}); it != m.by_conn.end())
         group = m.take_group(it->second, failed, pid, not_after);
-    } else if (auto it = m.by_text.find({line.remote_addr, line.request}); it != m.by_text.end()) {
-      group = m.take_group(it->second, failed, pid, not_after);
+    } else if (auto *q = m.text_bucket(line.remote_addr, line.request, pid)) {
+      group = m.take_group(*q, failed, pid, not_after);
     } else if (line.remote_addr.empty() || line.request.empty()) {
       // A format without the client or the request line: the oldest open attempt of the worker.
       for (auto &[key, q] : m.by_conn)
@@ -766,6 +848,8 @@ void Correlator::add_access_line(const nginx::AccessLogLine &line, int64_t wall_
     m.form(std::move(group), line.status, true, std::move(req));
     return;
   }
+  if (failed != 0 && m.closes_decided(line.remote_addr, line.request, pid))
+    return;
   if (line.is_gateway_error())
     m.orphan_access.push_back({line, wall_ns});
 }
