@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
@@ -105,6 +106,42 @@ uint64_t status_kb(pid_t pid, const std::string &field) {
   return 0;
 }
 
+// `why502 watch --json -o OUT --duration D` on the test's nginx, once it has written its start line.
+Process spawn_watch(pid_t nginx_master, const std::string &out, const std::string &err, double duration_s) {
+  SpawnOptions so;
+  so.stdout_path = err + ".stdout";
+  so.stderr_path = err;
+  so.new_process_group = false;
+  char duration[32];
+  snprintf(duration, sizeof(duration), "%.0f", duration_s);
+  auto proc = Process::spawn(
+      {WHY502_BINARY, "watch", "--json", "-o", out, "--nginx-pid", std::to_string(nginx_master), "--duration", duration},
+      so);
+  bool started = wait_until(
+      [&] {
+        for (auto &l : read_lines(out))
+          if (l.find("\"type\":\"start\"") != std::string::npos)
+            return true;
+        return !proc.running();
+      },
+      30.0, 0.01);
+  if (!started || !proc.running())
+    throw why502::Error("why502 watch did not start: " + read_file(err));
+  return proc;
+}
+
+// Client threads hammering nginx for `seconds`; returns the responses read.
+uint64_t storm_load(uint16_t port, double seconds) {
+  std::atomic<uint64_t> responses{0};
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) // 4 connections, 16 pipelined requests each
+    clients.emplace_back([&] { responses += keep_alive_load(port, 16, deadline); });
+  for (auto &t : clients)
+    t.join();
+  return responses;
+}
+
 } // namespace
 
 TEST_F(StormScenario, RefusedStormIsFullyAccountedStopsOnTimeAndStaysSmall) {
@@ -118,25 +155,8 @@ TEST_F(StormScenario, RefusedStormIsFullyAccountedStopsOnTimeAndStaysSmall) {
   if (watch_disabled())
     GTEST_SKIP() << "needs why502";
 
-  std::string out = dir() + "/why502.jsonl";
-  SpawnOptions so;
-  so.stdout_path = dir() + "/why502.stdout";
-  so.stderr_path = dir() + "/why502.stderr";
-  so.new_process_group = false;
-  char duration[32];
-  snprintf(duration, sizeof(duration), "%.0f", kDurationS);
-  auto proc = Process::spawn({WHY502_BINARY, "watch", "--json", "-o", out, "--nginx-pid",
-                              std::to_string(nginx().master_pid()), "--duration", duration},
-                             so);
-  ASSERT_TRUE(wait_until(
-      [&] {
-        for (auto &l : read_lines(out))
-          if (l.find("\"type\":\"start\"") != std::string::npos)
-            return true;
-        return !proc.running();
-      },
-      30.0, 0.01));
-  ASSERT_TRUE(proc.running()) << read_file(so.stderr_path);
+  std::string out = dir() + "/why502.jsonl", err = dir() + "/why502.stderr";
+  auto proc = spawn_watch(nginx().master_pid(), out, err, kDurationS);
   const auto started = Clock::now();
   const pid_t why_pid = proc.pid();
   const uint64_t start_rss_kb = status_kb(why_pid, "VmRSS");
@@ -158,22 +178,13 @@ TEST_F(StormScenario, RefusedStormIsFullyAccountedStopsOnTimeAndStaysSmall) {
     }
   });
 
-  // The storm: 4 client threads, 16 pipelined requests each.
-  std::atomic<uint64_t> responses{0};
-  {
-    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(kStormS));
-    std::vector<std::thread> clients;
-    for (int i = 0; i < 4; ++i)
-      clients.emplace_back([&] { responses += keep_alive_load(nginx().port(), 16, deadline); });
-    for (auto &t : clients)
-      t.join();
-  }
+  std::atomic<uint64_t> responses{storm_load(nginx().port(), kStormS)};
   auto status = proc.wait(kDurationS + 10.0);
   double exit_after = std::chrono::duration<double>(Clock::now() - started).count();
   done = true;
   mem.join();
   ASSERT_TRUE(status) << "why502 did not exit " << kDurationS + 10 << " s after its start";
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << read_file(so.stderr_path);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << read_file(err);
   // --duration is honoured within a second, however much was pending.
   EXPECT_LE(exit_after, kDurationS + 1.0);
 
@@ -235,4 +246,40 @@ TEST_F(StormScenario, RefusedStormIsFullyAccountedStopsOnTimeAndStaysSmall) {
          static_cast<unsigned long long>(hwm_kb.load()), static_cast<unsigned long long>(anon_max_kb.load()),
          static_cast<unsigned long long>(shmem_max_kb.load()), static_cast<unsigned long long>(file_max_kb.load()),
          stats.dump().c_str());
+}
+
+TEST_F(StormScenario, SigintMidStormStopsWithinASecond) {
+  const uint16_t refused_port = 18752;
+  auto cfg = proxy_config("http://127.0.0.1:" + std::to_string(refused_port));
+  cfg.worker_connections = 1024;
+  start_nginx(cfg);
+  if (watch_disabled())
+    GTEST_SKIP() << "needs why502";
+  std::string out = dir() + "/why502.jsonl", err = dir() + "/why502.stderr";
+  auto proc = spawn_watch(nginx().master_pid(), out, err, 60);
+  // SIGINT 3 s into a 5 s storm: thousands of requests pending in the correlator.
+  std::thread stopper([&] {
+    sleep_for(3.0);
+    proc.signal(SIGINT);
+  });
+  auto sent = Clock::now() + std::chrono::seconds(3);
+  storm_load(nginx().port(), 5.0);
+  stopper.join();
+  auto status = proc.wait(10.0);
+  ASSERT_TRUE(status) << "why502 ignored SIGINT during a storm";
+  // It may already have exited while the load ran on: how long after the signal did it finish?
+  double after = 0;
+  std::string last_line;
+  for (auto &l : read_lines(out))
+    last_line = l;
+  struct stat st{};
+  ASSERT_EQ(stat(out.c_str(), &st), 0);
+  auto mtime = std::chrono::system_clock::time_point(std::chrono::seconds(st.st_mtim.tv_sec) +
+                                                     std::chrono::nanoseconds(st.st_mtim.tv_nsec));
+  auto sent_wall = std::chrono::system_clock::now() - (Clock::now() - sent);
+  after = std::chrono::duration<double>(mtime - sent_wall).count();
+  EXPECT_LE(after, 1.0) << "the last line was written " << after << " s after SIGINT";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << read_file(err);
+  EXPECT_NE(last_line.find("\"type\":\"stats\""), std::string::npos) << last_line;
+  printf("SIGINT mid-storm: last line written %.3f s after the signal\n", after);
 }
