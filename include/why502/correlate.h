@@ -110,7 +110,10 @@ public:
 
   void add_kernel(const KernelEvent &ev);
   // wall_ns: the line's own time (nginx's second) in ns since the epoch.
-  void add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns);
+  // kernel_record_possible: false when the only probe that could record this attempt was not
+  // attached when it failed (on-demand syscall probes armed by this very line): the line then
+  // waits for no record, and cannot take a later attempt's.
+  void add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns, bool kernel_record_possible = true);
   void add_access_line(const nginx::AccessLogLine &line, int64_t wall_ns);
   void add_host_sample(const HostSample &sample);
 

@@ -163,12 +163,15 @@ struct Watcher::Impl {
     std::vector<std::pair<AccessTail *, std::string>> access_lines;
     for (auto &[path, t] : access_tails)
       t.tailer->drain([&](std::string_view line, bool) { access_lines.emplace_back(&t, std::string(line)); });
+    // Every line of this pass was written before any arming it causes: a failure only a syscall
+    // probe records has no record unless the probes were already attached.
+    bool probes_were_armed = tracer->syscall_probes_armed();
     for (auto &[path, t] : error_tails)
       t.tailer->drain([&](std::string_view line, bool) {
         if (auto l = nginx::parse_error_line(line, error_stats)) {
           if (needs_syscall_probes(*l))
             arm_syscall_probes();
-          correlator->add_error_line(*l, l->epoch * 1000000000LL);
+          correlator->add_error_line(*l, l->epoch * 1000000000LL, probes_were_armed || !only_syscall_record(*l));
         }
       });
     for (auto &[t, text] : access_lines) {

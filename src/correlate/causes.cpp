@@ -147,4 +147,16 @@ bool needs_syscall_probes(const nginx::ErrorLogLine &l) {
   return e->probe == P::Connect || (e->probe == P::ConnectUnix && unix_socket);
 }
 
+bool only_syscall_record(const nginx::ErrorLogLine &l) {
+  if (!needs_syscall_probes(l))
+    return false;
+  if (l.upstream_address.rfind("unix:", 0) == 0)
+    return true;
+  auto kinds = line_kinds(l);
+  for (int i = 0; i < kinds.n; ++i)
+    if (kinds.kinds[i].kind != JoinKind::Syscall)
+      return false;
+  return true;
+}
+
 } // namespace why502

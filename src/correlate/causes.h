@@ -72,5 +72,8 @@ LineKinds line_kinds(const nginx::ErrorLogLine &line);
 
 // Does this nginx line report a failure only the syscall probes see?
 bool needs_syscall_probes(const nginx::ErrorLogLine &line);
+// Is a syscall record the only kernel record that can describe this line's attempt (no TCP state
+// change does: a unix socket, or an errno only connect()/socket() return)?
+bool only_syscall_record(const nginx::ErrorLogLine &line);
 
 } // namespace why502

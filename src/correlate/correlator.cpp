@@ -208,6 +208,13 @@ struct Correlator::Impl {
   int64_t storm_start_sec = 0, storm_last_sec = 0;
   uint64_t storm_aggregated = 0;
   std::vector<json> notes;
+  // Notes wait for take_notes(); a caller that never asks (record, demo) must not grow them forever.
+  static constexpr size_t kMaxNotes = 64;
+  void note(json j) {
+    if (notes.size() >= kMaxNotes)
+      notes.erase(notes.begin());
+    notes.push_back(std::move(j));
+  }
 
   // ------------------------------------------------------------ join
 
@@ -629,7 +636,7 @@ struct Correlator::Impl {
       storm_start_sec = sec;
       storm_aggregated = 0;
       ++stats.storms;
-      notes.push_back({{"type", "storm"},
+      note({{"type", "storm"},
                        {"state", "start"},
                        {"time", format_wall_time(sec * kSecond)},
                        {"verdict_lines_per_second", kVerdictLinesPerSecond},
@@ -687,7 +694,7 @@ struct Correlator::Impl {
 
   void end_storm(int64_t sec) {
     storm = false;
-    notes.push_back({{"type", "storm"},
+    note({{"type", "storm"},
                      {"state", "end"},
                      {"time", format_wall_time(sec * kSecond)},
                      {"started", format_wall_time(storm_start_sec * kSecond)},
@@ -782,7 +789,7 @@ void Correlator::add_kernel(const KernelEvent &ev) {
   impl_->offer_record(k); // without an error log no line waits: it stays queued until it is a verdict
 }
 
-void Correlator::add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns) {
+void Correlator::add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns, bool kernel_record_possible) {
   if (line.failure == nginx::UpstreamFailure::none)
     return;
   auto &m = *impl_;
@@ -795,7 +802,8 @@ void Correlator::add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns
   a->line->subrequest.clear();
   a->line->upstream.clear();
   a->line_ns = wall_ns;
-  a->kinds = line_kinds(line);
+  if (kernel_record_possible)
+    a->kinds = line_kinds(line);
   m.offer_line(a);
   m.by_conn[{uint32_t(line.pid), line.connection.value_or(0)}].push_back(a);
   a->seq = m.next_seq++;

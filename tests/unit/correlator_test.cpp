@@ -823,3 +823,28 @@ TEST(CorrelatorStorm, FinishIsBoundedWhateverIsPending) {
   EXPECT_LT(secs, 1.0);
   printf("finish with %zu lines: %.3f s\n", v.size(), secs);
 }
+
+TEST(CorrelatorJoin, ALineFromBeforeTheProbesWereArmedTakesNoLaterRecord) {
+  // On-demand syscall probes: the first EADDRNOTAVAIL line arms them, so it has no record; the next
+  // failure, a second later, has one, and it must stay with its own line.
+  Correlator c;
+  const int64_t t = kBase * kSec;
+  std::string m = "connect() to 127.0.0.1:8080 failed (99: Cannot assign requested address) while connecting to "
+                  "upstream, client: 127.0.0.1, server: , request: \"GET / HTTP/1.1\", upstream: "
+                  "\"http://127.0.0.1:8080/\", host: \"localhost\"";
+  c.add_error_line(error_line(kBase, 1234, 1, m), kBase * kSec, false);
+  SyscallErr s;
+  s.pid = 1234;
+  s.syscall = Syscall::Connect;
+  s.err = EADDRNOTAVAIL;
+  s.target = "127.0.0.1:8080";
+  c.add_kernel(at(t + 1200000000, s));
+  c.add_error_line(error_line(kBase + 1, 1234, 2, m), (kBase + 1) * kSec);
+  auto v = c.finish();
+  ASSERT_EQ(v.size(), 2u);
+  for (const auto &x : v)
+    EXPECT_EQ(x.cause, "ephemeral_ports_exhausted");
+  EXPECT_FALSE(has_event(v[0], "syscall_error"));
+  EXPECT_FALSE(has_event(v[0], "kernel_record_missing")); // none could exist: not "missing"
+  EXPECT_TRUE(has_event(v[1], "syscall_error"));
+}
