@@ -65,6 +65,8 @@ int run_watch(const WatchCommandOptions &opts) {
     stats["aggregated_requests"] = cs.aggregated_requests;
     stats["aggregate_lines"] = cs.aggregate_lines;
     stats["storms"] = cs.storms;
+    stats["log_lines_dropped"] = watcher.log_line_losses().dropped;
+    stats["log_lines_unread_at_exit"] = watcher.log_line_losses().unread_at_exit;
     out.line(stats.dump());
   } else {
     out.line(sinks::summary_table(watcher.stats()));

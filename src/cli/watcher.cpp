@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <map>
 #include <poll.h>
 #include <set>
@@ -28,6 +29,12 @@ int64_t wall_now_ns() {
 
 // How often logs are read; verdicts wait seconds for their log lines anyway.
 constexpr int64_t kLogDrainIntervalNs = 200000000;
+// Time one pass may spend feeding log lines (the rest waits for the next pass), and the last pass
+// at exit (the rest is counted as unread): the loop stays responsive, and the exit bounded.
+constexpr int64_t kLogPassBudgetNs = 150000000;
+constexpr int64_t kFinishLogBudgetNs = 400000000;
+// Log lines read but not fed yet, at most (about 250 bytes each).
+constexpr size_t kMaxPendingLines = 200000;
 // Syscall probes stay armed this long after the last failure that needed them.
 constexpr int64_t kSyscallProbeQuietNs = 600LL * 1000000000;
 
@@ -153,36 +160,63 @@ struct Watcher::Impl {
       sample(wall_now_ns());
   }
 
-  void drain_logs() {
+  // Lines read but not fed yet, as raw text (a parsed line is ten times larger). Fed within a time
+  // budget per pass, so a backlog (a storm on a busy host) can stall neither the loop nor the exit;
+  // bounded, and every line let go is counted.
+  struct PendingError {
+    std::string text;
+    bool probes_were_armed; // when it was read: every line was written before any arming it causes
+  };
+  std::deque<PendingError> pending_errors;
+  std::deque<std::pair<AccessTail *, std::string>> pending_access;
+  uint64_t log_lines_dropped = 0; // over kMaxPendingLines
+  uint64_t log_lines_unread = 0;  // still pending when the run ended
+
+  void drain_logs(int64_t budget_ns) {
     // Access logs are read before error logs: nginx writes a request's error lines before its access
     // line, so an access line read now always finds its error lines read in the same pass (the other
-    // order races with nginx between the two reads). Error lines are fed as they are read, then the
-    // access lines in file order: an access line closes the request whose error lines came before it.
-    // Access lines wait as raw text (a parsed line is ten times larger): under a storm a pass can hold
-    // thousands of them.
-    std::vector<std::pair<AccessTail *, std::string>> access_lines;
+    // order races with nginx between the two reads). Every pending error line is fed before any
+    // pending access line: an access line closes the request whose error lines came before it.
     for (auto &[path, t] : access_tails)
-      t.tailer->drain([&](std::string_view line, bool) { access_lines.emplace_back(&t, std::string(line)); });
-    // Every line of this pass was written before any arming it causes: a failure only a syscall
-    // probe records has no record unless the probes were already attached.
-    bool probes_were_armed = tracer->syscall_probes_armed();
+      t.tailer->drain([&](std::string_view line, bool) {
+        if (pending_access.size() >= kMaxPendingLines)
+          ++log_lines_dropped;
+        else
+          pending_access.emplace_back(&t, std::string(line));
+      });
+    bool armed = tracer->syscall_probes_armed();
     for (auto &[path, t] : error_tails)
       t.tailer->drain([&](std::string_view line, bool) {
-        if (auto l = nginx::parse_error_line(line, error_stats)) {
-          if (needs_syscall_probes(*l))
-            arm_syscall_probes();
-          correlator->add_error_line(*l, l->epoch * 1000000000LL, probes_were_armed || !only_syscall_record(*l));
-        }
+        if (pending_errors.size() >= kMaxPendingLines)
+          ++log_lines_dropped;
+        else
+          pending_errors.push_back({std::string(line), armed});
       });
-    for (auto &[t, text] : access_lines) {
-      auto l = t->parser.parse(text, access_stats);
-      std::string().swap(text);
-      if (!l)
-        continue;
-      int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
-      correlator->add_access_line(*l, when);
-      if (access_cb)
-        access_cb(*l, when);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(budget_ns);
+    size_t n = 0;
+    auto out_of_time = [&] { return ++n % 64 == 0 && std::chrono::steady_clock::now() >= deadline; };
+    while (!pending_errors.empty()) {
+      if (out_of_time())
+        return;
+      const auto &p = pending_errors.front();
+      if (auto l = nginx::parse_error_line(p.text, error_stats)) {
+        if (needs_syscall_probes(*l))
+          arm_syscall_probes();
+        correlator->add_error_line(*l, l->epoch * 1000000000LL, p.probes_were_armed || !only_syscall_record(*l));
+      }
+      pending_errors.pop_front();
+    }
+    while (!pending_access.empty()) {
+      if (out_of_time())
+        return;
+      auto &[t, text] = pending_access.front();
+      if (auto l = t->parser.parse(text, access_stats)) {
+        int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
+        correlator->add_access_line(*l, when);
+        if (access_cb)
+          access_cb(*l, when);
+      }
+      pending_access.pop_front();
     }
   }
 
@@ -286,7 +320,7 @@ std::vector<Verdict> Watcher::step(int timeout_ms) {
   int64_t now = wall_now_ns();
   if (now - m.last_drain_ns >= kLogDrainIntervalNs) {
     m.last_drain_ns = now;
-    m.drain_logs();
+    m.drain_logs(kLogPassBudgetNs);
   }
   if (now - m.last_sample_ns >= int64_t(m.opts.sample_interval_s * 1e9))
     m.sample(now);
@@ -300,8 +334,16 @@ std::vector<Verdict> Watcher::step(int timeout_ms) {
 std::vector<Verdict> Watcher::finish() {
   auto &m = *impl_;
   m.tracer->poll(0, [&](const KernelEvent &ev) { m.on_kernel(ev); });
-  m.drain_logs();
+  // Bounded: --duration and SIGINT are honoured within a second whatever the logs still hold.
+  m.drain_logs(kFinishLogBudgetNs);
+  m.log_lines_unread += m.pending_errors.size() + m.pending_access.size();
+  m.pending_errors.clear();
+  m.pending_access.clear();
   return m.correlator->finish();
+}
+
+Watcher::LogLineLosses Watcher::log_line_losses() const {
+  return {impl_->log_lines_dropped, impl_->log_lines_unread};
 }
 
 std::vector<json> Watcher::take_notes() { return impl_->correlator->take_notes(); }

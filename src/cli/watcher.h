@@ -48,6 +48,11 @@ public:
   void on_access_line(std::function<void(const nginx::AccessLogLine &, int64_t)> cb);
 
   const CorrelatorStats &stats() const;
+  // Log lines let go: over the pending cap, and still unread when the run ended (finish is bounded).
+  struct LogLineLosses {
+    uint64_t dropped = 0, unread_at_exit = 0;
+  };
+  LogLineLosses log_line_losses() const;
   LossCounters losses() const;
   nlohmann::json start_json() const; // {"type":"start", ...}
   std::string describe() const;      // the same, for people
