@@ -58,6 +58,9 @@ struct Verdict {
   std::vector<uint64_t> related; // no_live_upstreams: the verdicts that marked the servers down
   nlohmann::json evidence = nlohmann::json::array();
   int attempts = 1; // failed attempts nginx made for this request (proxy_next_upstream)
+  // Failed requests this verdict stands for: 1, or (in a storm) every request of one second with the
+  // same cause and upstream, this one being the exemplar whose evidence is shown.
+  uint64_t count = 1;
 };
 
 nlohmann::json to_json(const Verdict &v);
@@ -72,8 +75,11 @@ struct CorrelatorOptions {
   int64_t settle_ns = 1500000000;       // wait this long after a failure for late facts/lines
   int64_t access_wait_ns = 3000000000;  // and this long for the access line after the error line
   int64_t history_ns = 600000000000;    // facts older than this are forgotten
-  // upstream{} name -> its servers, from the nginx config (for no_live_upstreams links).
+  // upstream{} name -> its servers, from the nginx config (for no_live_upstreams links, and the
+  // most attempts one request can make: one per server).
   std::map<std::string, std::vector<std::string>> upstream_groups;
+  // proxy_next_upstream_tries when known (0: bounded by the group's servers only).
+  int max_attempts = 0;
 };
 
 struct CorrelatorStats {
@@ -82,8 +88,17 @@ struct CorrelatorStats {
   uint64_t kernel_failures_unmatched = 0; // no nginx line claimed them (e.g. retried keepalive)
   uint64_t error_lines = 0;               // upstream-failure lines
   uint64_t recovered_requests = 0;        // failed attempts whose request still succeeded
-  std::map<std::string, uint64_t> by_cause;
-  std::map<std::pair<std::string, std::string>, uint64_t> by_cause_upstream;
+  std::map<std::string, uint64_t> by_cause;                                  // failed requests
+  std::map<std::pair<std::string, std::string>, uint64_t> by_cause_upstream; // failed requests
+  // Storms (more failed requests per second than per-request verdict lines are written for).
+  uint64_t verdict_lines = 0;       // lines written, plain and aggregated
+  uint64_t aggregated_requests = 0; // failed requests reported through an aggregated line
+  uint64_t aggregate_lines = 0;
+  uint64_t storms = 0;
+  // Bounded state: what was let go early, counted (never silently).
+  uint64_t kernel_records_evicted = 0;   // pending kernel failures dropped at the cap before their line came
+  uint64_t requests_decided_early = 0;   // decided at the pending-request cap before their access line
+  uint64_t lines_missing_kernel_record = 0; // attempts whose agreeing kernel record never came
 };
 
 class Correlator {
@@ -95,14 +110,20 @@ public:
 
   void add_kernel(const KernelEvent &ev);
   // wall_ns: the line's own time (nginx's second) in ns since the epoch.
-  void add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns);
+  // kernel_record_possible: false when the only probe that could record this attempt was not
+  // attached when it failed (on-demand syscall probes armed by this very line): the line then
+  // waits for no record, and cannot take a later attempt's.
+  void add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns, bool kernel_record_possible = true);
   void add_access_line(const nginx::AccessLogLine &line, int64_t wall_ns);
   void add_host_sample(const HostSample &sample);
 
   // Verdicts whose facts have settled by now_wall_ns, in the order they became final.
   std::vector<Verdict> advance(int64_t now_wall_ns);
-  // Everything still pending, decided with what is known.
+  // Everything still pending, decided with what is known (in bounded time: pending state is capped).
   std::vector<Verdict> finish();
+  // Notes for the output stream made since the last call: {"type":"storm",...} when aggregation
+  // starts and ends.
+  std::vector<nlohmann::json> take_notes();
 
   const CorrelatorStats &stats() const;
 

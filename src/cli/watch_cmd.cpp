@@ -54,6 +54,11 @@ int run_watch(const WatchCommandOptions &opts) {
         trace->verdict(v);
       out.line(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
     }
+    // Storm notes: when verdicts switch to one aggregated line per cause, upstream and second, and back.
+    for (const auto &n : watcher.take_notes())
+      out.line(opts.json ? base::json_line(n)
+                         : "why502: " + n.value("time", std::string()) + " " +
+                               base::escape_terminal(n.value("summary", std::string())));
   };
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
@@ -78,7 +83,19 @@ int run_watch(const WatchCommandOptions &opts) {
   auto losses = watcher.losses();
   if (opts.json) {
     out.line(base::json_line(sinks::summary_json(watcher.stats())));
-    out.line(base::json_line(stats_json(losses, watcher.stats().kernel_failures)));
+    auto stats = stats_json(losses, watcher.stats().kernel_failures);
+    // The correlator's bounded state: whatever it let go early is counted here.
+    const auto &cs = watcher.stats();
+    stats["kernel_records_evicted"] = cs.kernel_records_evicted;
+    stats["requests_decided_early"] = cs.requests_decided_early;
+    stats["lines_missing_kernel_record"] = cs.lines_missing_kernel_record;
+    stats["verdict_lines"] = cs.verdict_lines;
+    stats["aggregated_requests"] = cs.aggregated_requests;
+    stats["aggregate_lines"] = cs.aggregate_lines;
+    stats["storms"] = cs.storms;
+    stats["log_lines_dropped"] = watcher.log_line_losses().dropped;
+    stats["log_lines_unread_at_exit"] = watcher.log_line_losses().unread_at_exit;
+    out.line(base::json_line(stats));
   } else {
     out.line(sinks::summary_table(watcher.stats()));
   }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <map>
 #include <poll.h>
 #include <set>
@@ -13,6 +14,7 @@
 #include "base/output_file.h"
 #include "base/target_fs.h"
 #include "base/text.h"
+#include "correlate/causes.h"
 #include "why502/error.h"
 #include "why502/host.h"
 #include "why502/nginx.h"
@@ -31,6 +33,12 @@ int64_t wall_now_ns() {
 
 // How often logs are read; verdicts wait seconds for their log lines anyway.
 constexpr int64_t kLogDrainIntervalNs = 200000000;
+// Time one pass may spend feeding log lines (the rest waits for the next pass), and the last pass
+// at exit (the rest is counted as unread): the loop stays responsive, and the exit bounded.
+constexpr int64_t kLogPassBudgetNs = 150000000;
+constexpr int64_t kFinishLogBudgetNs = 400000000;
+// Log lines read but not fed yet, at most (about 250 bytes each).
+constexpr size_t kMaxPendingLines = 200000;
 // Syscall probes stay armed this long after the last failure that needed them.
 constexpr int64_t kSyscallProbeQuietNs = 600LL * 1000000000;
 
@@ -187,33 +195,66 @@ struct Watcher::Impl {
       sample(wall_now_ns());
   }
 
-  void drain_logs() {
-    // Access logs are read before error logs and fed after them: nginx writes a request's error
-    // line before its access line, so an access line read now always finds its error line read
-    // in the same pass (the other order races with nginx between the two reads).
-    std::vector<std::pair<nginx::AccessLogLine, int64_t>> access_lines;
+  // Lines read but not fed yet, as raw text (a parsed line is ten times larger). Fed within a time
+  // budget per pass, so a backlog (a storm on a busy host) can stall neither the loop nor the exit;
+  // bounded, and every line let go is counted.
+  struct PendingError {
+    std::string text;
+    bool probes_were_armed; // when it was read: every line was written before any arming it causes
+  };
+  std::deque<PendingError> pending_errors;
+  std::deque<std::pair<AccessTail *, std::string>> pending_access;
+  uint64_t log_lines_dropped = 0; // over kMaxPendingLines
+  uint64_t log_lines_unread = 0;  // still pending when the run ended
+
+  void drain_logs(int64_t budget_ns) {
+    // Access logs are read before error logs: nginx writes a request's error lines before its access
+    // line, so an access line read now always finds its error lines read in the same pass (the other
+    // order races with nginx between the two reads). Every pending error line is fed before any
+    // pending access line: an access line closes the request whose error lines came before it.
     for (auto &[path, t] : access_tails)
       t.tailer->drain([&](std::string_view line, bool) {
-        if (auto l = t.parser.parse(line, access_stats)) {
-          if (l->pid)
-            l->pid = host_pid(*l->pid);
-          int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
-          access_lines.emplace_back(std::move(*l), when);
-        }
+        if (pending_access.size() >= kMaxPendingLines)
+          ++log_lines_dropped;
+        else
+          pending_access.emplace_back(&t, std::string(line));
       });
+    bool armed = tracer->syscall_probes_armed();
     for (auto &[path, t] : error_tails)
       t.tailer->drain([&](std::string_view line, bool) {
-        if (auto l = nginx::parse_error_line(line, error_stats)) {
-          l->pid = host_pid(l->pid);
-          if (needs_syscall_probes(*l))
-            arm_syscall_probes();
-          correlator->add_error_line(*l, l->epoch * 1000000000LL);
-        }
+        if (pending_errors.size() >= kMaxPendingLines)
+          ++log_lines_dropped;
+        else
+          pending_errors.push_back({std::string(line), armed});
       });
-    for (const auto &[line, when] : access_lines) {
-      correlator->add_access_line(line, when);
-      if (access_cb)
-        access_cb(line, when);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(budget_ns);
+    size_t n = 0;
+    auto out_of_time = [&] { return ++n % 64 == 0 && std::chrono::steady_clock::now() >= deadline; };
+    while (!pending_errors.empty()) {
+      if (out_of_time())
+        return;
+      const auto &p = pending_errors.front();
+      if (auto l = nginx::parse_error_line(p.text, error_stats)) {
+        l->pid = host_pid(l->pid);
+        if (needs_syscall_probes(*l))
+          arm_syscall_probes();
+        correlator->add_error_line(*l, l->epoch * 1000000000LL, p.probes_were_armed || !only_syscall_record(*l));
+      }
+      pending_errors.pop_front();
+    }
+    while (!pending_access.empty()) {
+      if (out_of_time())
+        return;
+      auto &[t, text] = pending_access.front();
+      if (auto l = t->parser.parse(text, access_stats)) {
+        if (l->pid)
+          l->pid = host_pid(*l->pid);
+        int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
+        correlator->add_access_line(*l, when);
+        if (access_cb)
+          access_cb(*l, when);
+      }
+      pending_access.pop_front();
     }
   }
 
@@ -231,21 +272,6 @@ struct Watcher::Impl {
   pid_t host_pid(pid_t logged) const {
     auto it = ns_to_host_pid.find(logged);
     return it == ns_to_host_pid.end() ? logged : it->second;
-  }
-
-  // Failures only the syscall programs see (nothing changes TCP state): nginx names them first,
-  // from then on the kernel's record joins the verdicts.
-  static bool needs_syscall_probes(const nginx::ErrorLogLine &l) {
-    if (!l.err)
-      return false;
-    int e = *l.err;
-    if (l.failure == nginx::UpstreamFailure::socket_failed || l.syscall == "accept4" || l.syscall == "accept")
-      return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
-    if (l.failure != nginx::UpstreamFailure::connect_failed)
-      return false;
-    bool unix_socket = l.upstream_address.rfind("unix:", 0) == 0;
-    return e == EAGAIN || e == EADDRNOTAVAIL || e == EPERM || e == EACCES || e == ENETUNREACH ||
-           e == EHOSTUNREACH || (unix_socket && (e == ECONNREFUSED || e == ENOENT));
   }
 
   void arm_syscall_probes() {
@@ -364,7 +390,7 @@ std::vector<Verdict> Watcher::step(int timeout_ms) {
   int64_t now = wall_now_ns();
   if (now - m.last_drain_ns >= kLogDrainIntervalNs) {
     m.last_drain_ns = now;
-    m.drain_logs();
+    m.drain_logs(kLogPassBudgetNs);
   }
   if (now - m.last_sample_ns >= int64_t(m.opts.sample_interval_s * 1e9))
     m.sample(now);
@@ -378,9 +404,19 @@ std::vector<Verdict> Watcher::step(int timeout_ms) {
 std::vector<Verdict> Watcher::finish() {
   auto &m = *impl_;
   m.tracer->poll(0, [&](const KernelEvent &ev) { m.on_kernel(ev); });
-  m.drain_logs();
+  // Bounded: --duration and SIGINT are honoured within a second whatever the logs still hold.
+  m.drain_logs(kFinishLogBudgetNs);
+  m.log_lines_unread += m.pending_errors.size() + m.pending_access.size();
+  m.pending_errors.clear();
+  m.pending_access.clear();
   return m.correlator->finish();
 }
+
+Watcher::LogLineLosses Watcher::log_line_losses() const {
+  return {impl_->log_lines_dropped, impl_->log_lines_unread};
+}
+
+std::vector<json> Watcher::take_notes() { return impl_->correlator->take_notes(); }
 
 void Watcher::on_kernel(std::function<void(const KernelEvent &)> cb) { impl_->kernel_cb = std::move(cb); }
 void Watcher::on_sample(std::function<void(const HostSample &)> cb) { impl_->sample_cb = std::move(cb); }

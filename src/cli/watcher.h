@@ -42,6 +42,8 @@ public:
   std::vector<Verdict> finish();
   // SIGHUP: the capture file is opened again at its path (logrotate renamed it). Throws Error.
   void reopen_capture();
+  // Notes for the output stream ({"type":"storm",...}) made since the last call.
+  std::vector<nlohmann::json> take_notes();
 
   // Called with every kernel record and host sample as it arrives (Perfetto export).
   void on_kernel(std::function<void(const KernelEvent &)> cb);
@@ -49,6 +51,11 @@ public:
   void on_access_line(std::function<void(const nginx::AccessLogLine &, int64_t)> cb);
 
   const CorrelatorStats &stats() const;
+  // Log lines let go: over the pending cap, and still unread when the run ended (finish is bounded).
+  struct LogLineLosses {
+    uint64_t dropped = 0, unread_at_exit = 0;
+  };
+  LogLineLosses log_line_losses() const;
   LossCounters losses() const;
   nlohmann::json start_json() const; // {"type":"start", ...}
   std::string describe() const;      // the same, for people

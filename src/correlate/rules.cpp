@@ -4,6 +4,8 @@
 // specific kernel fact; then what nginx's own errno proves; else unknown.
 #include "correlate/rules.h"
 
+#include "correlate/causes.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -57,7 +59,38 @@ json sample_item(const Listener &l, int64_t wall_ns) {
 
 std::string who(uint32_t pid, const std::string &comm) { return comm + " pid " + std::to_string(pid); }
 
+// The process a death record is about.
+uint32_t death_pid(const KernelEvent &e) {
+  if (const auto *o = std::get_if<OomVictim>(&e.record))
+    return o->pid;
+  if (const auto *s = std::get_if<FatalSignal>(&e.record))
+    return s->target_pid;
+  if (const auto *x = std::get_if<ProcessExit>(&e.record))
+    return x->pid;
+  return 0;
+}
+
+// Verdicts kept for no_live_upstreams links, newest first; more are not read per verdict.
+constexpr size_t kMaxRelatedScan = 256;
+
 } // namespace
+
+void Facts::pop_death() {
+  const KernelEvent *e = &deaths_.front();
+  auto it = deaths_by_pid_.find(death_pid(*e));
+  if (it != deaths_by_pid_.end()) {
+    if (!it->second.empty() && it->second.front() == e)
+      it->second.pop_front();
+    if (it->second.empty())
+      deaths_by_pid_.erase(it);
+  }
+  deaths_.pop_front();
+}
+
+std::deque<HostSample>::const_iterator Facts::first_sample_after(int64_t t) const {
+  return std::upper_bound(samples_.begin(), samples_.end(), t,
+                          [](int64_t v, const HostSample &s) { return v < s.wall_ns; });
+}
 
 json evidence_json(const KernelEvent &ev) {
   json j = to_json(ev);
@@ -71,7 +104,9 @@ void Facts::add_kernel(const KernelEvent &ev) {
   if (std::holds_alternative<OomVictim>(ev.record) || std::holds_alternative<FatalSignal>(ev.record) ||
       std::holds_alternative<ProcessExit>(ev.record)) {
     deaths_.push_back(ev);
-    cap(deaths_, kMaxDeaths);
+    deaths_by_pid_[death_pid(deaths_.back())].push_back(&deaths_.back());
+    while (deaths_.size() > kMaxDeaths)
+      pop_death();
   } else if (std::holds_alternative<PacketDrop>(ev.record) || std::holds_alternative<ResetSent>(ev.record) ||
              std::holds_alternative<ConnFail>(ev.record)) {
     drops_.push_back(ev);
@@ -95,6 +130,9 @@ void Facts::add_sample(const HostSample &s) {
       ownership_.push_back({l.address, owners, s.wall_ns, s.wall_ns});
     }
   }
+  // Kept in time order (the binary searches below rely on it).
+  if (!samples_.empty() && s.wall_ns < samples_.back().wall_ns)
+    return;
   samples_.push_back(s);
   cap(samples_, kMaxSamples);
 }
@@ -107,7 +145,7 @@ void Facts::remember_verdict(const Verdict &v) {
 void Facts::expire(int64_t before_ns) {
   auto old = [&](const KernelEvent &e) { return e.wall_ns < before_ns; };
   while (!deaths_.empty() && old(deaths_.front()))
-    deaths_.pop_front();
+    pop_death();
   while (!drops_.empty() && old(drops_.front()))
     drops_.pop_front();
   while (!samples_.empty() && samples_.front().wall_ns < before_ns)
@@ -124,31 +162,36 @@ std::map<uint32_t, std::string> Facts::owners_of(const std::string &upstream, in
 }
 
 bool Facts::listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const {
-  for (const auto &s : samples_)
-    if (s.wall_ns > from_ns && s.wall_ns <= to_ns)
-      for (const auto &l : s.listeners)
-        if (listener_serves(l.address, upstream))
-          return true;
+  // Through the ownership spans (few), not every sample: a span covers consecutive samples that
+  // showed the listener, so one that ends after from_ns and starts by to_ns was seen in the window.
+  for (const auto &o : ownership_)
+    if (o.last_ns > from_ns && o.first_ns <= to_ns && listener_serves(o.address, upstream)) {
+      // The span's samples are discrete: check one really falls in the window.
+      for (auto it = first_sample_after(std::max(from_ns, o.first_ns - 1)); it != samples_.end() && it->wall_ns <= std::min(to_ns, o.last_ns); ++it)
+        for (const auto &l : it->listeners)
+          if (listener_serves(l.address, upstream))
+            return true;
+    }
   return false;
 }
 
 bool Facts::sampled(int64_t from_ns, int64_t to_ns) const {
-  for (const auto &s : samples_)
-    if (s.wall_ns > from_ns && s.wall_ns <= to_ns)
-      return true;
-  return false;
+  auto it = first_sample_after(from_ns);
+  return it != samples_.end() && it->wall_ns <= to_ns;
 }
 
 Facts::Overflow Facts::overflow_between(const std::string &upstream, int64_t from_ns, int64_t to_ns) const {
   Overflow out;
   const HostSample *before = nullptr, *after = nullptr;
-  for (const auto &s : samples_) {
-    if (s.wall_ns <= from_ns)
-      before = &s;
+  auto first = first_sample_after(from_ns - 1); // wall_ns >= from_ns
+  if (first != samples_.begin())
+    before = &*std::prev(first);
+  for (auto it = first; it != samples_.end(); ++it) {
+    const HostSample &s = *it;
     if (s.wall_ns >= to_ns && !after)
       after = &s;
-    if (s.wall_ns < from_ns || s.wall_ns > to_ns)
-      continue;
+    if (s.wall_ns > to_ns)
+      break;
     for (const auto &l : s.listeners)
       if (listener_serves(l.address, upstream) && l.max > 0 && l.depth >= l.max) {
         if (!out.queue_full)
@@ -156,15 +199,12 @@ Facts::Overflow Facts::overflow_between(const std::string &upstream, int64_t fro
         out.queue_full = true;
       }
   }
-  if (!after && !samples_.empty() && samples_.back().wall_ns > from_ns)
+  // No sample at or after the window's end: the last one in it.
+  if (!after && !samples_.empty() && samples_.back().wall_ns > from_ns && samples_.back().wall_ns <= to_ns)
     after = &samples_.back();
   // No sample before the window (why502 just started): the first one in it is the baseline.
-  if (!before)
-    for (const auto &s : samples_)
-      if (s.wall_ns >= from_ns) {
-        before = &s;
-        break;
-      }
+  if (!before && first != samples_.end())
+    before = &*first;
   if (before && after && after->listen_overflows > before->listen_overflows) {
     out.overflows_delta = after->listen_overflows - before->listen_overflows;
     out.evidence.push_back({{"event", "listen_overflows"},
@@ -176,28 +216,39 @@ Facts::Overflow Facts::overflow_between(const std::string &upstream, int64_t fro
 }
 
 std::optional<Listener> Facts::listener_at(const std::string &upstream, int64_t at_ns) const {
-  std::optional<Listener> best;
-  int64_t best_dt = INT64_MAX;
-  for (const auto &s : samples_)
-    for (const auto &l : s.listeners)
-      if (listener_serves(l.address, upstream) && std::llabs(s.wall_ns - at_ns) < best_dt) {
-        best = l;
-        best_dt = std::llabs(s.wall_ns - at_ns);
-      }
-  return best;
+  // The latest sample showing it, up to one sample period after at_ns (causality), looking back a
+  // bounded number of samples.
+  constexpr int kLookBack = 8;
+  auto it = first_sample_after(at_ns + kSampleGranularityNs);
+  for (int n = 0; it != samples_.begin() && n < kLookBack; ++n) {
+    --it;
+    for (const auto &l : it->listeners)
+      if (listener_serves(l.address, upstream))
+        return l;
+  }
+  return std::nullopt;
 }
 
 std::optional<Facts::Death> Facts::death_of(const std::map<uint32_t, std::string> &pids, int64_t from_ns,
                                             int64_t to_ns) const {
   std::optional<Death> best;
   int best_rank = 0;
+  // The exit must have happened by to_ns too: a process that exits after the failure had not died.
   auto exit_after = [&](uint32_t pid, int64_t t) -> const KernelEvent * {
-    for (const auto &e : deaths_)
-      if (const auto *x = std::get_if<ProcessExit>(&e.record); x && x->pid == pid && e.wall_ns >= t)
-        return &e;
+    auto it = deaths_by_pid_.find(pid);
+    if (it == deaths_by_pid_.end())
+      return nullptr;
+    for (const KernelEvent *e : it->second)
+      if (const auto *x = std::get_if<ProcessExit>(&e->record); x && e->wall_ns >= t && e->wall_ns <= to_ns)
+        return e;
     return nullptr;
   };
-  for (const auto &e : deaths_) {
+  std::vector<const KernelEvent *> candidates;
+  for (const auto &[pid, comm] : pids)
+    if (auto it = deaths_by_pid_.find(pid); it != deaths_by_pid_.end())
+      candidates.insert(candidates.end(), it->second.begin(), it->second.end());
+  for (const KernelEvent *ep : candidates) {
+    const KernelEvent &e = *ep;
     if (e.wall_ns < from_ns || e.wall_ns > to_ns)
       continue;
     int rank = 0;
@@ -243,9 +294,11 @@ std::vector<const KernelEvent *> Facts::netfilter_drops(const ConnFail &c, int64
 std::vector<uint64_t> Facts::related_verdicts(const Verdict &v, const CorrelatorOptions &opts) const {
   std::vector<uint64_t> out;
   auto group = opts.upstream_groups.find(v.upstream);
-  for (const auto &p : verdicts_) {
+  size_t scanned = 0;
+  for (auto it = verdicts_.rbegin(); it != verdicts_.rend() && ++scanned <= kMaxRelatedScan; ++it) {
+    const auto &p = *it;
     // v's time is nginx's second: earlier verdicts of the same second count.
-    if (p.wall_ns > v.wall_ns + kSecond || p.wall_ns < v.wall_ns - 60 * kSecond)
+    if (p.wall_ns > v.wall_ns + kNginxClockGranularityNs || p.wall_ns < v.wall_ns - 60 * kSecond)
       continue;
     bool member = group != opts.upstream_groups.end()
                       ? std::find(group->second.begin(), group->second.end(), p.upstream) != group->second.end()
@@ -253,6 +306,7 @@ std::vector<uint64_t> Facts::related_verdicts(const Verdict &v, const Correlator
     if (member && p.upstream != v.upstream)
       out.push_back(p.id);
   }
+  std::reverse(out.begin(), out.end());
   return out;
 }
 
@@ -265,6 +319,10 @@ struct Context {
   const Facts &facts;
   Verdict &v;
   int64_t fail_ns;
+  // Where every evidence window ends (causality): the failure plus its clock's granularity.
+  int64_t window_end() const {
+    return fail_ns + (in.kernel ? kKernelClockGranularityNs : kNginxClockGranularityNs);
+  }
 };
 
 bool is_unix(const std::string &upstream) { return upstream.rfind("unix:", 0) == 0; }
@@ -276,17 +334,19 @@ bool death_rule(Context &c, bool refused, int64_t conn_start_ns) {
   const std::string &up = c.v.upstream;
   if (up.empty())
     return false;
-  auto owners = c.facts.owners_of(up, c.fail_ns);
+  auto owners = c.facts.owners_of(up, c.window_end());
   if (owners.empty())
     return false;
   int64_t from = refused ? 0 : conn_start_ns - kSecond;
-  auto death = c.facts.death_of(owners, from, c.fail_ns + kSecond / 2);
+  auto death = c.facts.death_of(owners, from, c.window_end());
   if (!death)
     return false;
-  if (refused && c.facts.listener_seen(up, death->cause->wall_ns, c.fail_ns))
+  if (refused && c.facts.listener_seen(up, death->cause->wall_ns, c.window_end()))
     return false; // something listened again after the death: the death is not why it was refused
   int64_t dt = c.fail_ns - death->cause->wall_ns;
-  std::string when = dt >= 0 ? seconds(dt) + " before the failure" : seconds(dt) + " after nginx saw the failure";
+  // Within the clock's granularity of the failure (a log-only verdict knows nginx's second only).
+  std::string when = dt >= 0 ? seconds(dt) + " before the failure" : "within the same " +
+                     std::string(c.in.kernel ? "millisecond" : "second") + " as the failure";
   std::string owner = who(death->pid, death->comm) + ", which owned " + up + ",";
   c.v.upstream_process = ProcessRef{death->pid, death->comm};
   c.v.evidence.push_back(evidence_json(*death->cause));
@@ -325,7 +385,7 @@ void name_listener_owner(Context &c) {
 }
 
 bool overflow_rule(Context &c, int64_t from_ns, const std::string &symptom) {
-  auto o = c.facts.overflow_between(c.v.upstream, from_ns - kSecond, c.fail_ns + kSecond);
+  auto o = c.facts.overflow_between(c.v.upstream, from_ns - kSecond, c.fail_ns + kSampleGranularityNs);
   // ListenOverflows counts every listener of the namespace: only this listener seen full proves it.
   if (!o.queue_full)
     return false;
@@ -348,53 +408,64 @@ bool overflow_rule(Context &c, int64_t from_ns, const std::string &symptom) {
   return true;
 }
 
+// What an errno proves by itself (the table in causes.cpp), from a syscall record or from nginx's own
+// line; `how` says who reported it ("connect() failed with EAGAIN", "(11: Resource temporarily ...)").
+bool errno_rule(Context &c, int err, const std::string &how, bool from_kernel) {
+  const ErrnoCause *e = errno_cause(err);
+  if (!e || !e->cause)
+    return false;
+  const std::string &up = c.v.upstream;
+  std::string_view code = e->cause;
+  if (code == cause::kUnixBacklogFull) {
+    if (!is_unix(up))
+      return false;
+    c.v.cause = cause::kUnixBacklogFull;
+    c.v.summary = "the backlog of " + up + " was full: " + how + " (every worker busy, listen queue at its limit)";
+    if (auto l = c.facts.listener_at(up, c.fail_ns)) {
+      c.v.evidence.push_back(sample_item(*l, c.fail_ns));
+      if (!l->owners.empty())
+        c.v.upstream_process = l->owners.front();
+    }
+    return true;
+  }
+  if (code == cause::kNoListener) {
+    if (death_rule(c, true, 0))
+      return true;
+    std::string what = err == ENOENT ? "the socket " + up + " does not exist" : "nothing listens on " + up;
+    if (!from_kernel) {
+      // Only host samples can prove absence without a kernel record.
+      if (!c.facts.sampled(c.fail_ns - 2 * kSecond, c.window_end()) ||
+          c.facts.listener_seen(up, c.fail_ns - 2 * kSecond, c.window_end()))
+        return false;
+      what += " (no listener in host samples around the failure)";
+    }
+    c.v.cause = cause::kNoListener;
+    c.v.summary = what + ": " + how;
+    return true;
+  }
+  if (code == cause::kEphemeralPorts) {
+    c.v.summary = "no local port was free to connect to " + up + ": " + how +
+                  " (ip_local_port_range exhausted; consider upstream keepalive)";
+  } else if (code == cause::kFdLimit) {
+    c.v.summary = "nginx worker ran out of file descriptors: " + how +
+                  (err == EMFILE ? " (worker_rlimit_nofile / RLIMIT_NOFILE)" : " (system-wide fs.file-max)");
+  } else if (code == cause::kConnectDenied) {
+    c.v.summary = "the kernel refused nginx's connect to " + up + ": " + how +
+                  " (a local firewall rule, SELinux/LSM or cgroup policy)";
+  } else if (code == cause::kHostUnreachable) {
+    c.v.summary = "no route to " + up + ": " + how;
+  } else {
+    return false; // timeouts and resets: proved by the TCP records, not by an errno alone
+  }
+  c.v.cause = std::string(code);
+  return true;
+}
+
 void syscall_rules(Context &c, const SyscallErr &s) {
   const std::string &up = c.v.upstream;
   std::string call = std::string(syscall_name(s.syscall)) + "() failed with " + errno_name(s.err);
-  switch (s.err) {
-  case EAGAIN:
-    if (is_unix(up)) {
-      c.v.cause = cause::kUnixBacklogFull;
-      c.v.summary = "the backlog of " + up + " was full: " + call + " (every worker busy, listen queue at its limit)";
-      if (auto l = c.facts.listener_at(up, c.fail_ns)) {
-        c.v.evidence.push_back(sample_item(*l, c.fail_ns));
-        if (!l->owners.empty())
-          c.v.upstream_process = l->owners.front();
-      }
-      return;
-    }
-    break;
-  case EADDRNOTAVAIL:
-    c.v.cause = cause::kEphemeralPorts;
-    c.v.summary = "no local port was free to connect to " + up + ": " + call +
-                  " (ip_local_port_range exhausted; consider upstream keepalive)";
+  if (errno_rule(c, s.err, call, true))
     return;
-  case EMFILE:
-  case ENFILE:
-    c.v.cause = cause::kFdLimit;
-    c.v.summary = std::string("nginx worker ran out of file descriptors: ") + call +
-                  (s.err == EMFILE ? " (worker_rlimit_nofile / RLIMIT_NOFILE)" : " (system-wide fs.file-max)");
-    return;
-  case EPERM:
-  case EACCES:
-    c.v.cause = cause::kConnectDenied;
-    c.v.summary = "the kernel refused nginx's connect to " + up + ": " + call +
-                  " (a local firewall rule, SELinux/LSM or cgroup policy)";
-    return;
-  case ENETUNREACH:
-  case EHOSTUNREACH:
-    c.v.cause = cause::kHostUnreachable;
-    c.v.summary = "no route to " + up + ": " + call;
-    return;
-  case ECONNREFUSED:
-  case ENOENT:
-    if (death_rule(c, true, 0))
-      return;
-    c.v.cause = cause::kNoListener;
-    c.v.summary = s.err == ENOENT ? "the socket " + up + " does not exist: " + call
-                                  : "nothing listens on " + up + ": " + call;
-    return;
-  }
   c.v.cause = cause::kUnknown;
   c.v.summary = call + " while connecting to " + (up.empty() ? "the upstream" : up);
 }
@@ -411,7 +482,7 @@ void conn_rules(Context &c, const ConnFail &k, int64_t boot_to_wall) {
   case ConnFailure::IcmpError: {
     // nginx may have consumed the error (SO_ERROR clears it) before close: then its errno names it.
     int err = k.sk_err ? k.sk_err : (c.in.line && c.in.line->err ? *c.in.line->err : 0);
-    if (err == EHOSTUNREACH || err == ENETUNREACH || err == EHOSTDOWN || err == ENETDOWN) {
+    if (const ErrnoCause *e = errno_cause(err); e && e->cause == std::string_view(cause::kHostUnreachable)) {
       c.v.cause = cause::kHostUnreachable;
       c.v.summary = "an ICMP error (" + errno_name(err) + ") answered nginx's SYN to " + c.v.upstream;
     } else {
@@ -419,13 +490,13 @@ void conn_rules(Context &c, const ConnFail &k, int64_t boot_to_wall) {
       c.v.summary = "an ICMP error (" + errno_name(err) + ") answered nginx's SYN to " + c.v.upstream +
                     ": a firewall REJECT rule";
     }
-    for (auto *d : c.facts.netfilter_drops(k, start_ns - kSecond / 10, c.fail_ns + kSecond / 10))
+    for (auto *d : c.facts.netfilter_drops(k, start_ns - kSecond / 10, c.window_end()))
       c.v.evidence.push_back(evidence_json(*d));
     return;
   }
   case ConnFailure::SynTimeout:
   case ConnFailure::SynRetransmit: {
-    auto drops = c.facts.netfilter_drops(k, start_ns - kSecond / 10, c.fail_ns + kSecond / 10);
+    auto drops = c.facts.netfilter_drops(k, start_ns - kSecond / 10, c.window_end());
     if (!drops.empty()) {
       c.v.cause = cause::kFirewallDrop;
       c.v.summary = "netfilter dropped nginx's SYN to " + c.v.upstream + " (" + std::to_string(drops.size()) +
@@ -504,42 +575,11 @@ void log_only_rules(Context &c, const nginx::ErrorLogLine &line) {
       return;
     return;
   case F::socket_failed:
-    if (line.err == EMFILE || line.err == ENFILE) {
-      c.v.cause = cause::kFdLimit;
-      c.v.summary = "nginx worker ran out of file descriptors: " + line.syscall + "() failed (" +
-                    std::to_string(*line.err) + ": " + line.err_text + ")";
-      return;
-    }
-    break;
   case F::connect_failed:
-    if (line.err == ECONNREFUSED || line.err == ENOENT) {
-      if (death_rule(c, true, 0))
-        return;
-      // Only host samples can prove absence without a kernel record.
-      if (c.facts.sampled(c.fail_ns - 2 * kSecond, c.fail_ns + kSecond) &&
-          !c.facts.listener_seen(up, c.fail_ns - 2 * kSecond, c.fail_ns + kSecond)) {
-        c.v.cause = cause::kNoListener;
-        c.v.summary = "nothing listens on " + up + " (no listener in host samples around the failure)";
-        return;
-      }
-    } else if (line.err == EAGAIN && is_unix(up)) {
-      c.v.cause = cause::kUnixBacklogFull;
-      c.v.summary = "the backlog of " + up + " was full (connect() returned EAGAIN)";
-      name_listener_owner(c);
+    if (line.err && errno_rule(c, *line.err,
+                               line.syscall + "() failed (" + std::to_string(*line.err) + ": " + line.err_text + ")",
+                               false))
       return;
-    } else if (line.err == EADDRNOTAVAIL) {
-      c.v.cause = cause::kEphemeralPorts;
-      c.v.summary = "no local port was free to connect to " + up + " (99: Cannot assign requested address)";
-      return;
-    } else if (line.err == EPERM || line.err == EACCES) {
-      c.v.cause = cause::kConnectDenied;
-      c.v.summary = "the kernel refused nginx's connect to " + up + " (" + line.err_text + ")";
-      return;
-    } else if (line.err == EHOSTUNREACH || line.err == ENETUNREACH) {
-      c.v.cause = cause::kHostUnreachable;
-      c.v.summary = "no route to " + up + " (" + line.err_text + ")";
-      return;
-    }
     break;
   default:
     break;
@@ -547,6 +587,24 @@ void log_only_rules(Context &c, const nginx::ErrorLogLine &line) {
   c.v.cause = cause::kUnknown;
   c.v.summary = "nginx reported \"" + line.text + "\" for " + (up.empty() ? "the upstream" : up) +
                 " and the kernel recorded nothing about the attempt";
+}
+
+// nginx's line called for a kernel record (causes.h: one whose kind agrees) and none came: say so,
+// never borrow a record of another kind.
+void note_missing_record(Context &c, const nginx::ErrorLogLine &line) {
+  json expected = json::array();
+  auto kinds = line_kinds(line);
+  for (int i = 0; i < kinds.n; ++i)
+    expected.push_back(std::string(join_kind_name(kinds.kinds[i].kind)) +
+                       (kinds.kinds[i].err ? ":" + errno_name(kinds.kinds[i].err) : ""));
+  c.v.evidence.push_back({{"event", "kernel_record_missing"},
+                          {"time", format_wall_time(c.in.line_ns)},
+                          {"expected", expected},
+                          {"worker", line.pid},
+                          {"upstream", c.v.upstream}});
+  c.v.summary += " (the kernel's record of this attempt is missing: no " + expected.front().get<std::string>() +
+                 " record from this worker to " + (c.v.upstream.empty() ? "the upstream" : c.v.upstream) +
+                 " around nginx's line)";
 }
 
 } // namespace
@@ -583,6 +641,8 @@ Verdict decide(const RuleInput &in, const Facts &facts, const CorrelatorOptions 
   }
   if (in.line) {
     log_only_rules(c, *in.line);
+    if (in.kernel_record_missing)
+      note_missing_record(c, *in.line);
     return v;
   }
   v.cause = cause::kUnknown;

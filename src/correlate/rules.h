@@ -14,6 +14,18 @@
 
 namespace why502 {
 
+// Causality: an event after the failure is never its cause. Every evidence window ends at the failure
+// time plus at most the granularity of the clock that timed the failure:
+// - a kernel record: CLOCK_BOOTTIME, the same clock as every other kernel record, shifted to wall time
+//   by one offset per capture; two records of one instant differ by the offset's refresh (NTP slew),
+//   far below a millisecond;
+inline constexpr int64_t kKernelClockGranularityNs = 1000000;
+// - only nginx's line: nginx stamps it with its cached second, so the failure lies in that second;
+inline constexpr int64_t kNginxClockGranularityNs = 1000000000;
+// - host samples (listen queues, listeners): taken every 0.5 s and at each failure (at most every
+//   100 ms); a sample up to one period after the failure is the queue as the failure met it.
+inline constexpr int64_t kSampleGranularityNs = 500000000;
+
 nlohmann::json evidence_json(const KernelEvent &ev);
 
 class Facts {
@@ -24,6 +36,7 @@ public:
   void expire(int64_t before_ns);
 
   // Every process seen owning a listener that serves `upstream`, up to until_ns.
+  // (Ownership spans from samples: few, so these scans are short.)
   std::map<uint32_t, std::string> owners_of(const std::string &upstream, int64_t until_ns) const;
   // Was a listener serving `upstream` seen in a sample taken in (from_ns, to_ns]?
   bool listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
@@ -53,7 +66,10 @@ public:
   std::vector<uint64_t> related_verdicts(const Verdict &v, const CorrelatorOptions &opts) const;
 
 private:
+  std::deque<HostSample>::const_iterator first_sample_after(int64_t t) const; // wall_ns > t
+  void pop_death();
   std::deque<KernelEvent> deaths_; // OOM victims, fatal signals, exits
+  std::map<uint32_t, std::deque<const KernelEvent *>> deaths_by_pid_; // index into deaths_ (pid: victim)
   std::deque<KernelEvent> drops_;  // packet drops, resets sent, SYN-retransmit anomalies
   std::deque<HostSample> samples_;
   struct Ownership {
@@ -75,7 +91,8 @@ struct RuleInput {
   const nginx::ErrorLogLine *line = nullptr; // the attempt's error line, if any
   int64_t line_ns = 0;
   const KernelEvent *kernel = nullptr; // the kernel's record of the attempt, if any
-  int64_t kernel_fail_ns = 0;
+  int64_t kernel_fail_ns = 0;          // when the kernel saw it fail (RST/FIN arrival, else the record)
+  bool kernel_record_missing = false;  // nginx's line called for a kernel record that never came
 };
 
 // Names the most specific cause the facts prove. Fills cause, summary, upstream,

@@ -55,6 +55,8 @@ std::string text_report(const Verdict &v) {
                     "  " + (v.upstream.empty() ? "?" : escape_terminal(v.upstream)) + "  worker " +
                     std::to_string(v.nginx_pid) + "  " + escape_terminal(v.cause) + "\n";
   out += "  " + escape_terminal(v.summary) + "\n";
+  if (v.count > 1)
+    out += "  (" + std::to_string(v.count) + " failed requests this second; this one's evidence below)\n";
   if (v.attempts > 1)
     out += "  (" + std::to_string(v.attempts) + " failed attempts for this request)\n";
   if (v.nginx_error)

@@ -1,0 +1,162 @@
+#include "correlate/causes.h"
+
+#include <cerrno>
+
+#include "why502/correlate.h"
+
+namespace why502 {
+
+namespace {
+
+using K = JoinKind;
+using P = SyscallProbe;
+
+// One row per errno nginx (or a watched worker's syscall) can report on an upstream attempt.
+constexpr ErrnoCause kTable[] = {
+    // TCP reports refusal as an RST answering the SYN; unix sockets only through connect().
+    {ECONNREFUSED, cause::kNoListener, K::Refused, P::ConnectUnix, false},
+    {ENOENT, cause::kNoListener, K::Syscall, P::ConnectUnix, false}, // unix socket path missing
+    // A full unix backlog (TCP never returns EAGAIN from a non-blocking connect on this kernel family;
+    // the probe is armed for both so an odd one is still recorded, and the rule checks for unix).
+    {EAGAIN, cause::kUnixBacklogFull, K::Syscall, P::Connect, false},
+    {EADDRNOTAVAIL, cause::kEphemeralPorts, K::Syscall, P::Connect, false},
+    {EPERM, cause::kConnectDenied, K::Syscall, P::Connect, false},  // local netfilter OUTPUT drop, cgroup
+    {EACCES, cause::kConnectDenied, K::Syscall, P::Connect, false}, // LSM
+    {ENETUNREACH, cause::kHostUnreachable, K::Unreachable, P::Connect, false}, // no route: connect() itself
+    {EHOSTUNREACH, cause::kHostUnreachable, K::Unreachable, P::Connect, false},
+    {EHOSTDOWN, cause::kHostUnreachable, K::Unreachable, P::None, false},
+    {ENETDOWN, cause::kHostUnreachable, K::Unreachable, P::None, false},
+    {ETIMEDOUT, cause::kConnectTimeout, K::SynTimeout, P::None, false},
+    {ECONNRESET, cause::kConnectionReset, K::RstEstablished, P::None, false},
+    {EMFILE, cause::kFdLimit, K::Syscall, P::Socket, true},
+    {ENFILE, cause::kFdLimit, K::Syscall, P::Socket, true},
+    // Out of kernel memory for a socket: recorded (and shown as evidence), no cause code of its own.
+    {ENOBUFS, nullptr, K::Syscall, P::Socket, true},
+    {ENOMEM, nullptr, K::Syscall, P::Socket, true},
+};
+
+RecordKind kind_of_errno(int err) {
+  if (const auto *e = errno_cause(err); e && e->kind != K::Syscall)
+    return {e->kind, 0};
+  return {K::Syscall, err};
+}
+
+} // namespace
+
+std::string_view join_kind_name(JoinKind k) {
+  switch (k) {
+  case K::RstEstablished: return "rst_established";
+  case K::FinBeforeData: return "fin_before_data";
+  case K::FinThenRst: return "fin_then_rst";
+  case K::Refused: return "refused";
+  case K::SynTimeout: return "syn_timeout";
+  case K::Unreachable: return "unreachable";
+  case K::IcmpUnknown: return "icmp_error";
+  case K::Syscall: return "syscall_errno";
+  }
+  return "?";
+}
+
+std::span<const ErrnoCause> errno_causes() { return kTable; }
+
+const ErrnoCause *errno_cause(int err) {
+  for (const auto &e : kTable)
+    if (e.err == err)
+      return &e;
+  return nullptr;
+}
+
+std::optional<RecordKind> record_kind(const KernelEvent &ev) {
+  if (const auto *c = std::get_if<ConnFail>(&ev.record)) {
+    switch (c->failure) {
+    case ConnFailure::RstInSynSent: return RecordKind{K::Refused, 0};
+    case ConnFailure::RstEstablished:
+      // The upstream's FIN came first: nginx may have read the end of stream before the RST.
+      if (c->ts_fin_received && c->ts_fin_received <= c->ts_reset)
+        return RecordKind{K::FinThenRst, 0};
+      return RecordKind{K::RstEstablished, 0};
+    case ConnFailure::FinBeforeData: return RecordKind{K::FinBeforeData, 0};
+    case ConnFailure::SynTimeout: return RecordKind{K::SynTimeout, 0};
+    case ConnFailure::IcmpError:
+      // SO_ERROR clears sk_err: with it gone only nginx's errno says which ICMP error it was.
+      if (c->sk_err == 0)
+        return RecordKind{K::IcmpUnknown, 0};
+      return kind_of_errno(c->sk_err);
+    case ConnFailure::SynRetransmit: return std::nullopt; // connected in the end: a fact, not a failure
+    }
+    return std::nullopt;
+  }
+  if (const auto *s = std::get_if<SyscallErr>(&ev.record)) {
+    if (s->syscall == Syscall::Accept)
+      return std::nullopt; // a worker-wide fact (fd_limit), not an upstream attempt
+    return kind_of_errno(s->err);
+  }
+  return std::nullopt;
+}
+
+LineKinds line_kinds(const nginx::ErrorLogLine &line) {
+  using F = nginx::UpstreamFailure;
+  LineKinds out;
+  auto add = [&](RecordKind k) { out.kinds[out.n++] = k; };
+  switch (line.failure) {
+  case F::timed_out_connecting: add({K::SynTimeout, 0}); return out;
+  case F::prematurely_closed:
+    add({K::FinBeforeData, 0});
+    add({K::FinThenRst, 0});
+    return out;
+  case F::socket_failed:
+    if (line.err)
+      add({K::Syscall, *line.err});
+    return out;
+  case F::connect_failed:
+  case F::recv_failed:
+  case F::send_failed:
+  case F::readv_failed: break;
+  default: return out; // timeouts reading/sending, bad headers, no live upstreams: no kernel record says so
+  }
+  if (!line.err)
+    return out;
+  int err = *line.err;
+  if (err == EPIPE) { // writing to a connection the upstream reset (or closed, then reset)
+    add({K::RstEstablished, 0});
+    add({K::FinThenRst, 0});
+    return out;
+  }
+  RecordKind k = kind_of_errno(err);
+  if (k.kind == K::Syscall && !errno_cause(err))
+    return out; // an errno the table does not know: no record can be said to agree
+  add(k);
+  if (k.kind == K::RstEstablished)
+    add({K::FinThenRst, 0});
+  if (k.kind == K::Refused || k.kind == K::Unreachable)
+    add({K::IcmpUnknown, 0});
+  return out;
+}
+
+bool needs_syscall_probes(const nginx::ErrorLogLine &l) {
+  if (!l.err)
+    return false;
+  const ErrnoCause *e = errno_cause(*l.err);
+  if (!e)
+    return false;
+  if (l.failure == nginx::UpstreamFailure::socket_failed || l.syscall == "accept4" || l.syscall == "accept")
+    return e->probe == P::Socket;
+  if (l.failure != nginx::UpstreamFailure::connect_failed)
+    return false;
+  bool unix_socket = l.upstream_address.rfind("unix:", 0) == 0;
+  return e->probe == P::Connect || (e->probe == P::ConnectUnix && unix_socket);
+}
+
+bool only_syscall_record(const nginx::ErrorLogLine &l) {
+  if (!needs_syscall_probes(l))
+    return false;
+  if (l.upstream_address.rfind("unix:", 0) == 0)
+    return true;
+  auto kinds = line_kinds(l);
+  for (int i = 0; i < kinds.n; ++i)
+    if (kinds.kinds[i].kind != JoinKind::Syscall)
+      return false;
+  return true;
+}
+
+} // namespace why502

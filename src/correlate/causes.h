@@ -1,0 +1,79 @@
+// The one errno -> cause table. It serves three readers that used to keep their
+// own lists: the join (which kernel record agrees with what nginx reports), the
+// cause rules (what a syscall record or nginx's own errno proves), and the
+// watcher (which nginx lines call for the on-demand syscall probes). The BPF
+// side's accept() filter (is_resource_errno in bpf/why502.bpf.c) is checked
+// against `accept_probe` by a unit test.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+
+#include "why502/kernel_event.h"
+#include "why502/nginx.h"
+
+namespace why502 {
+
+// What kind of kernel record reports a failed attempt. A log line and a kernel
+// record join only when their kinds agree (DESIGN.md, "exact join").
+enum class JoinKind {
+  RstEstablished, // RST on an established connection (nginx: 104, "reset by peer")
+  FinBeforeData,  // FIN before any data ("upstream prematurely closed connection")
+  FinThenRst,     // FIN, then RST: nginx saw whichever it read first
+  Refused,        // RST answering the SYN, or connect() ECONNREFUSED (unix sockets) (111)
+  SynTimeout,     // no answer to the SYN until nginx gave up (110 while connecting)
+  Unreachable,    // ICMP error or connect() with EHOSTUNREACH/ENETUNREACH (113/101)
+  IcmpUnknown,    // ICMP error whose errno nginx consumed before close: 111 or 113/101
+  Syscall,        // connect()/socket() returned this errno: the record carries it (11, 99, 1/13, 24, ...)
+};
+std::string_view join_kind_name(JoinKind k);
+
+// Which probe reports an errno as a syscall record (armed on demand).
+enum class SyscallProbe {
+  None,        // the TCP state machine reports it (tracepoints always attached)
+  Connect,     // sys_exit_connect, any family
+  ConnectUnix, // sys_exit_connect, only for unix-socket upstreams (TCP reports it as a state change)
+  Socket,      // sys_exit_socket (and accept4/accept where `accept_probe`)
+};
+
+struct ErrnoCause {
+  int err;
+  const char *cause; // the cause code nginx's errno (or the syscall record) proves, nullptr: none by itself
+  JoinKind kind;     // the kernel record that reports it
+  SyscallProbe probe;
+  bool accept_probe; // BPF also reports accept()/accept4() failing with it (a worker out of resources)
+};
+
+std::span<const ErrnoCause> errno_causes();
+const ErrnoCause *errno_cause(int err);
+
+// The join key of a kernel failure record (nullopt: not an attempt failure).
+struct RecordKind {
+  JoinKind kind;
+  int err = 0; // for JoinKind::Syscall
+  bool operator==(const RecordKind &) const = default;
+};
+std::optional<RecordKind> record_kind(const KernelEvent &ev);
+
+// The kinds of kernel record that agree with an nginx error line, most specific
+// first (empty: nginx reports something no kernel record describes, e.g. a timeout reading).
+struct LineKinds {
+  RecordKind kinds[3];
+  int n = 0;
+  bool agrees(const RecordKind &k) const {
+    for (int i = 0; i < n; ++i)
+      if (kinds[i] == k)
+        return true;
+    return false;
+  }
+};
+LineKinds line_kinds(const nginx::ErrorLogLine &line);
+
+// Does this nginx line report a failure only the syscall probes see?
+bool needs_syscall_probes(const nginx::ErrorLogLine &line);
+// Is a syscall record the only kernel record that can describe this line's attempt (no TCP state
+// change does: a unix socket, or an errno only connect()/socket() return)?
+bool only_syscall_record(const nginx::ErrorLogLine &line);
+
+} // namespace why502
