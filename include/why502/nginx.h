@@ -306,6 +306,9 @@ struct ErrorLogLine {
   std::string client, server, request, subrequest, host, referrer;
   std::string upstream;         // "http://127.0.0.1:8080/x", "fastcgi://unix:/run/php.sock:"
   std::string upstream_address; // "127.0.0.1:8080", "unix:/run/php.sock"
+  // A unix peer logged without the ":" nginx normally puts before the URI ("upstream timed out"):
+  // upstream_address is then the path and the URI run together, to be cut at a known socket path.
+  bool upstream_path_ambiguous = false;
   UpstreamFailure failure = UpstreamFailure::none;
   bool truncated = false; // nginx cut the message at NGX_MAX_ERROR_STR ("..." before errno)
 };

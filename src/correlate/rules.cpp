@@ -175,6 +175,32 @@ bool Facts::listener_seen(const std::string &upstream, int64_t from_ns, int64_t 
   return false;
 }
 
+bool Facts::listened_by_another(const std::string &upstream, uint32_t pid, int64_t from_ns, int64_t to_ns) const {
+  for (auto it = first_sample_after(from_ns); it != samples_.end() && it->wall_ns <= to_ns; ++it)
+    for (const auto &l : it->listeners)
+      if (listener_serves(l.address, upstream) &&
+          std::none_of(l.owners.begin(), l.owners.end(), [&](const ProcessRef &o) { return o.pid == pid; }))
+        return true;
+  return false;
+}
+
+std::string Facts::unix_path_prefix_of(const std::string &joined, const CorrelatorOptions &opts) const {
+  // The longest unix socket known (listening in a sample, or a server of the config) that the
+  // joined "unix:/path/URI" starts with, followed by the URI's '/'.
+  std::string best;
+  auto consider = [&](const std::string &addr) {
+    if (addr.size() > best.size() && addr.rfind("unix:", 0) == 0 && joined.size() > addr.size() &&
+        joined.compare(0, addr.size(), addr) == 0 && joined[addr.size()] == '/')
+      best = addr;
+  };
+  for (const auto &o : ownership_)
+    consider(o.address);
+  for (const auto &[name, servers] : opts.upstream_groups)
+    for (const auto &srv : servers)
+      consider(srv);
+  return best.empty() ? joined : best;
+}
+
 bool Facts::sampled(int64_t from_ns, int64_t to_ns) const {
   auto it = first_sample_after(from_ns);
   return it != samples_.end() && it->wall_ns <= to_ns;
@@ -341,8 +367,13 @@ bool death_rule(Context &c, bool refused, int64_t conn_start_ns) {
   auto death = c.facts.death_of(owners, from, c.window_end());
   if (!death)
     return false;
-  if (refused && c.facts.listener_seen(up, death->cause->wall_ns, c.window_end()))
-    return false; // something listened again after the death: the death is not why it was refused
+  // Another process listened there between the death and the failure (a restart, a new owner):
+  // this attempt reached the newcomer, or was refused after it came and went, so the old death is
+  // not its cause. The dying process itself may still show in a sample taken between the fatal
+  // signal and its exit; that does not count.
+  const int64_t dead_ns = death->exit ? death->exit->wall_ns : death->cause->wall_ns;
+  if (c.facts.listened_by_another(up, death->pid, dead_ns, c.window_end()))
+    return false;
   int64_t dt = c.fail_ns - death->cause->wall_ns;
   // Within the clock's granularity of the failure (a log-only verdict knows nginx's second only).
   std::string when = dt >= 0 ? seconds(dt) + " before the failure" : "within the same " +
@@ -609,11 +640,12 @@ void note_missing_record(Context &c, const nginx::ErrorLogLine &line) {
 
 } // namespace
 
-Verdict decide(const RuleInput &in, const Facts &facts, const CorrelatorOptions &) {
+Verdict decide(const RuleInput &in, const Facts &facts, const CorrelatorOptions &opts) {
   Verdict v;
   v.wall_ns = in.kernel ? in.kernel_fail_ns : in.line_ns;
   if (in.line)
-    v.upstream = in.line->upstream_address;
+    v.upstream = in.line->upstream_path_ambiguous ? facts.unix_path_prefix_of(in.line->upstream_address, opts)
+                                                  : in.line->upstream_address;
   if (v.upstream.empty() && in.kernel) {
     if (const auto *k = std::get_if<ConnFail>(&in.kernel->record))
       v.upstream = k->remote.str();

@@ -40,6 +40,12 @@ public:
   std::map<uint32_t, std::string> owners_of(const std::string &upstream, int64_t until_ns) const;
   // Was a listener serving `upstream` seen in a sample taken in (from_ns, to_ns]?
   bool listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
+  // Was `upstream` seen served in (from_ns, to_ns] by a process other than `pid` (a restart, a new
+  // owner)? A listener whose owners are unknown counts as another.
+  bool listened_by_another(const std::string &upstream, uint32_t pid, int64_t from_ns, int64_t to_ns) const;
+  // A unix peer logged run together with its URI ("unix:/run/app.sock/x"): the known socket path it
+  // starts with, or `joined` unchanged when none is known.
+  std::string unix_path_prefix_of(const std::string &joined, const CorrelatorOptions &opts) const;
   // Did samples cover (from_ns, to_ns] at all? (Absence of a listener proves nothing otherwise.)
   bool sampled(int64_t from_ns, int64_t to_ns) const;
   // Samples showing the accept queue of `upstream`'s listener full, and the ListenOverflows delta.

@@ -153,7 +153,7 @@ bool valid_host(std::string_view h) {
 // "unix:/run/php.sock"; "http://two_dead/x" -> "two_dead". Empty when the value has not the form
 // schema + peer + (":" for unix) + URI (empty, or starting with '/' or '?'). `cut`: the line ended
 // inside the value, so the peer counts only if something follows it.
-std::string upstream_peer(std::string_view u, bool cut) {
+std::string upstream_peer(std::string_view u, bool cut, bool *ambiguous = nullptr) {
   size_t sch = u.find("://");
   if (sch == std::string_view::npos || sch == 0 || sch > 16)
     return {};
@@ -163,10 +163,18 @@ std::string upstream_peer(std::string_view u, bool cut) {
   u.remove_prefix(sch + 3);
   std::string_view peer;
   if (starts_with(u, "unix:")) {
-    // ngx_http_log_error_handler puts ":" between a unix peer and the URI
+    // ngx_http_log_error_handler puts ":" between a unix peer and the URI, but only while the peer is
+    // set: ngx_http_upstream_next() clears it before it logs "upstream timed out", so there the path
+    // runs straight into the URI. Then the whole value is the peer, marked ambiguous (the correlator
+    // cuts it at a unix path it knows).
     size_t colon = u.find(':', 5);
-    if (colon == std::string_view::npos)
-      return {};
+    if (colon == std::string_view::npos) {
+      if (cut || !valid_peer(u))
+        return {};
+      if (ambiguous)
+        *ambiguous = true;
+      return std::string(u);
+    }
     peer = u.substr(0, colon);
     u.remove_prefix(colon + 1);
   } else {
@@ -678,7 +686,7 @@ std::optional<ErrorLogLine> parse_error_line(std::string_view line) {
     if (ctx.stream)
       l.upstream_address = valid_peer(ctx.upstream) ? std::string(ctx.upstream) : std::string();
     else if (ctx.has_upstream)
-      l.upstream_address = upstream_peer(ctx.upstream, ctx.upstream_cut);
+      l.upstream_address = upstream_peer(ctx.upstream, ctx.upstream_cut, &l.upstream_path_ambiguous);
   }
   // A failure names a well-formed upstream, the one nginx's own text names if it names one.
   if (shape != UpstreamFailure::none && !ctx.stream && !l.upstream_address.empty()) {

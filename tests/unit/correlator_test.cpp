@@ -848,3 +848,69 @@ TEST(CorrelatorJoin, ALineFromBeforeTheProbesWereArmedTakesNoLaterRecord) {
   EXPECT_FALSE(has_event(v[0], "kernel_record_missing")); // none could exist: not "missing"
   EXPECT_TRUE(has_event(v[1], "syscall_error"));
 }
+
+// ---------------------------------------------------------------- restarts (accuracy lab findings)
+
+TEST(CorrelatorRestart, AnOwnerWhoseSuccessorListensIsNotTheCauseOfALaterFailure) {
+  // The lab's unix upstream: stopped (SIGTERM), restarted under a new pid, and later closing a
+  // connection early on its own. The old owner's death 1.2 s before is not the cause.
+  Correlator c;
+  const int64_t t = kBase * kSec;
+  const std::string sock = "unix:/run/app.sock";
+  c.add_host_sample(sample(t - 3 * kSec, {listener(sock, 77, "app")}));
+  ProcessExit x;
+  x.pid = 77;
+  x.comm = "app";
+  x.signal = SIGTERM;
+  c.add_kernel(at(t - 1200000000, x, true));
+  c.add_host_sample(sample(t - 600000000, {listener(sock, 88, "app")})); // the successor
+  c.add_error_line(error_line(kBase, 1234, 3, closed_msg("/x", sock + ":")), t);
+  auto v = c.finish();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].cause, "upstream_closed_early") << v[0].summary;
+}
+
+TEST(CorrelatorRestart, TheDyingOwnerStillListeningBeforeItExitsIsStillTheCause) {
+  // A sample between the SIGTERM and the exit shows the old owner itself: that is no successor.
+  Correlator c;
+  const int64_t t = kBase * kSec;
+  c.add_host_sample(sample(t - 2 * kSec, {listener("127.0.0.1:8080", 77, "app")}));
+  FatalSignal s;
+  s.target_pid = 77;
+  s.target_comm = "app";
+  s.sig = SIGTERM;
+  s.sender_pid = 1;
+  s.sender_comm = "systemd";
+  c.add_kernel(at(t - 50000000, s, true));
+  c.add_host_sample(sample(t - 40000000, {listener("127.0.0.1:8080", 77, "app")}));
+  ProcessExit x;
+  x.pid = 77;
+  x.comm = "app";
+  c.add_kernel(at(t - 20000000, x, true));
+  c.add_kernel(at(t + 100, conn(1234, ConnFailure::RstInSynSent, 8080, t)));
+  c.add_error_line(error_line(kBase, 1234, 7, refused_msg()), t);
+  auto v = c.finish();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].cause, "upstream_killed_by_signal") << v[0].summary;
+  ASSERT_TRUE(v[0].upstream_process);
+  EXPECT_EQ(v[0].upstream_process->pid, 77u);
+}
+
+TEST(CorrelatorRestart, AUnixTimeoutLoggedWithoutItsSeparatorNamesTheSocket) {
+  // ngx_http_upstream_next() clears the peer before logging "upstream timed out": no ':' between
+  // the socket path and the URI. The known socket path is the upstream.
+  CorrelatorOptions o;
+  o.upstream_groups["app"] = {"unix:/run/app.sock"};
+  Correlator c(o);
+  auto l = error_line(kBase, 1234, 9,
+                      "upstream timed out (110: Connection timed out) while reading response header from upstream, "
+                      "client: 127.0.0.1, server: , request: \"GET /slow/x HTTP/1.1\", upstream: "
+                      "\"http://unix:/run/app.sock/slow/x\", host: \"localhost\"");
+  EXPECT_TRUE(l.upstream_path_ambiguous);
+  EXPECT_EQ(l.upstream_address, "unix:/run/app.sock/slow/x");
+  c.add_error_line(l, kBase * kSec);
+  auto v = c.finish();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].upstream, "unix:/run/app.sock");
+  EXPECT_EQ(v[0].cause, "no_kernel_fault") << v[0].summary;
+}
