@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -139,6 +140,10 @@ struct Config {
   std::vector<std::string> warnings; // syntax problems, unknown include targets, ...
 
   const LogFormat *format_for(const AccessLogTarget &log) const;
+  // Every peer an upstream failure of this config can name ("127.0.0.1:8080", "[::1]:80",
+  // "unix:/run/php.sock", and upstream{} names for "no live upstreams"), when the config names them
+  // all statically; nullopt when any target is built from variables or names a host to resolve.
+  std::optional<std::set<std::string>> static_upstream_peers() const;
   const Upstream *find_upstream(std::string_view name) const;
 };
 
@@ -312,6 +317,10 @@ struct ErrorLogLine {
   UpstreamFailure failure = UpstreamFailure::none;
   bool truncated = false; // nginx cut the message at NGX_MAX_ERROR_STR ("..." before errno)
 };
+
+// Does the failure's upstream belong to `peers` (Config::static_upstream_peers)? A unix peer logged
+// run together with its URI (upstream_path_ambiguous) belongs when one of them is its prefix.
+bool upstream_is_configured(const ErrorLogLine &line, const std::set<std::string> &peers);
 
 std::optional<ErrorLogLine> parse_error_line(std::string_view line);
 std::optional<ErrorLogLine> parse_error_line(std::string_view line, ParseStats &stats);

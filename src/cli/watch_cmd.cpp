@@ -95,6 +95,7 @@ int run_watch(const WatchCommandOptions &opts) {
     stats["storms"] = cs.storms;
     stats["log_lines_dropped"] = watcher.log_line_losses().dropped;
     stats["log_lines_unread_at_exit"] = watcher.log_line_losses().unread_at_exit;
+    stats["log_lines_unconfigured_upstream"] = watcher.log_line_losses().unconfigured_upstream;
     out.line(base::json_line(stats));
   } else {
     out.line(sinks::summary_table(watcher.stats()));

@@ -205,6 +205,24 @@ struct Watcher::Impl {
   std::deque<PendingError> pending_errors;
   std::deque<std::pair<AccessTail *, std::string>> pending_access;
   uint64_t log_lines_dropped = 0; // over kMaxPendingLines
+  uint64_t lines_unconfigured_upstream = 0; // failures naming an upstream the config does not have
+  // Every upstream peer the watched configs name, when they all name them statically.
+  std::optional<std::set<std::string>> configured_peers;
+  void learn_configured_peers() {
+    std::set<std::string> all;
+    for (const auto &inst : instances) {
+      auto peers = inst.config.static_upstream_peers();
+      if (!peers) {
+        configured_peers.reset();
+        return;
+      }
+      all.insert(peers->begin(), peers->end());
+    }
+    if (instances.empty() || !opts.error_logs.empty())
+      configured_peers.reset(); // logs given by the operator may belong to another nginx
+    else
+      configured_peers = std::move(all);
+  }
   uint64_t log_lines_unread = 0;  // still pending when the run ended
 
   void drain_logs(int64_t budget_ns) {
@@ -236,6 +254,14 @@ struct Watcher::Impl {
       const auto &p = pending_errors.front();
       if (auto l = nginx::parse_error_line(p.text, error_stats)) {
         l->pid = host_pid(l->pid);
+        if (l->failure != nginx::UpstreamFailure::none && configured_peers &&
+            !nginx::upstream_is_configured(*l, *configured_peers)) {
+          // The config names every upstream statically and this is none of them: a forged or
+          // foreign line (someone else writing to the log) must not become a verdict.
+          ++lines_unconfigured_upstream;
+          pending_errors.pop_front();
+          continue;
+        }
         if (needs_syscall_probes(*l))
           arm_syscall_probes();
         correlator->add_error_line(*l, l->epoch * 1000000000LL, p.probes_were_armed || !only_syscall_record(*l));
@@ -310,6 +336,7 @@ struct Watcher::Impl {
             else
               instances.push_back(std::move(inst));
           }
+        learn_configured_peers();
       }
     }
   }
@@ -351,6 +378,7 @@ Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
     m.map_namespace_pids(*m.trackers.back());
   }
 
+  m.learn_configured_peers();
   CorrelatorOptions copts;
   // Only logs that are open count: with no readable error log, kernel failures are verdicts on
   // their own instead of waiting for lines that will not come.
@@ -413,7 +441,7 @@ std::vector<Verdict> Watcher::finish() {
 }
 
 Watcher::LogLineLosses Watcher::log_line_losses() const {
-  return {impl_->log_lines_dropped, impl_->log_lines_unread};
+  return {impl_->log_lines_dropped, impl_->log_lines_unread, impl_->lines_unconfigured_upstream};
 }
 
 std::vector<json> Watcher::take_notes() { return impl_->correlator->take_notes(); }

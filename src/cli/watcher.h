@@ -54,6 +54,7 @@ public:
   // Log lines let go: over the pending cap, and still unread when the run ended (finish is bounded).
   struct LogLineLosses {
     uint64_t dropped = 0, unread_at_exit = 0;
+    uint64_t unconfigured_upstream = 0; // failure lines naming an upstream the static config lacks
   };
   LogLineLosses log_line_losses() const;
   LossCounters losses() const;

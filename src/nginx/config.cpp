@@ -510,6 +510,76 @@ const LogFormat *Config::format_for(const AccessLogTarget &log) const {
   return it == map.end() ? nullptr : &it->second;
 }
 
+namespace {
+
+// "1.2.3.4:80", "[::1]:8080", "unix:/x" as nginx logs the peer; a bare IPv4/IPv6 literal gets
+// nginx's default port 80; nullopt for a host name (nginx resolves it: the logged peer is an address
+// we cannot know from the config).
+std::optional<std::string> literal_peer(const std::string &addr) {
+  if (starts_with(addr, "unix:"))
+    return addr.size() > 5 ? std::optional<std::string>(addr) : std::nullopt;
+  auto is_port = [](std::string_view p) {
+    return !p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  auto is_ipv4 = [](std::string_view h) {
+    int dots = 0;
+    for (char c : h) {
+      if (c == '.')
+        ++dots;
+      else if (c < '0' || c > '9')
+        return false;
+    }
+    return dots == 3 && !h.empty();
+  };
+  if (starts_with(addr, "[")) {
+    auto rb = addr.find(']');
+    if (rb == std::string::npos)
+      return std::nullopt;
+    if (rb + 1 == addr.size())
+      return addr + ":80";
+    if (addr[rb + 1] == ':' && is_port(std::string_view(addr).substr(rb + 2)))
+      return addr;
+    return std::nullopt;
+  }
+  auto colon = addr.rfind(':');
+  std::string_view host = colon == std::string::npos ? std::string_view(addr) : std::string_view(addr).substr(0, colon);
+  if (!is_ipv4(host))
+    return std::nullopt;
+  if (colon == std::string::npos)
+    return addr + ":80";
+  return is_port(std::string_view(addr).substr(colon + 1)) ? std::optional<std::string>(addr) : std::nullopt;
+}
+
+} // namespace
+
+std::optional<std::set<std::string>> Config::static_upstream_peers() const {
+  if (passes.empty())
+    return std::nullopt;
+  std::set<std::string> peers;
+  for (const auto &p : passes) {
+    if (p.has_variables || p.address.empty())
+      return std::nullopt;
+    if (p.upstream) {
+      peers.insert(p.upstream->name);
+      for (const auto &srv : p.upstream->servers) {
+        for (const auto &o : srv.other_params)
+          if (o == "resolve" || starts_with(o, "service="))
+            return std::nullopt;
+        auto lit = literal_peer(srv.address);
+        if (!lit)
+          return std::nullopt;
+        peers.insert(*lit);
+      }
+      continue;
+    }
+    auto lit = literal_peer(p.address);
+    if (!lit)
+      return std::nullopt;
+    peers.insert(*lit);
+  }
+  return peers;
+}
+
 const Upstream *Config::find_upstream(std::string_view name) const {
   for (const auto &u : upstreams)
     if (u->name == name)

@@ -580,6 +580,18 @@ bool parse_error_time(std::string_view s, std::tm &out) {
   return true;
 }
 
+bool upstream_is_configured(const ErrorLogLine &line, const std::set<std::string> &peers) {
+  if (peers.count(line.upstream_address))
+    return true;
+  if (!line.upstream_path_ambiguous)
+    return false;
+  for (const auto &p : peers)
+    if (starts_with(p, "unix:") && line.upstream_address.size() > p.size() &&
+        line.upstream_address.compare(0, p.size(), p) == 0 && line.upstream_address[p.size()] == '/')
+      return true;
+  return false;
+}
+
 std::optional<ErrorLogLine> parse_error_line(std::string_view line) {
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
     line.remove_suffix(1);

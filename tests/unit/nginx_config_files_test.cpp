@@ -152,3 +152,54 @@ TEST(MasterTrustTest, OnlyRootMastersFromRootOwnedBinaries) {
 }
 
 } // namespace
+
+namespace {
+
+Config from(const std::string &http) {
+  MapSource src;
+  src.files["/c/nginx.conf"] = "http {\n" + http + "\n}\n";
+  return parse_config_files("/c/nginx.conf", "", src, debian());
+}
+
+TEST(StaticUpstreams, EveryPeerAConfigCanName) {
+  Config c = from("upstream app { server 127.0.0.1:8080; server [::1]:8081; server unix:/run/a.sock; "
+                  "server 10.0.0.7; }\nserver { location / { proxy_pass http://app; }\n"
+                  "location /php { fastcgi_pass unix:/run/php.sock; }\n"
+                  "location /d { proxy_pass http://127.0.0.1:9000/x; } }");
+  auto peers = c.static_upstream_peers();
+  ASSERT_TRUE(peers);
+  EXPECT_EQ(*peers, (std::set<std::string>{"app", "127.0.0.1:8080", "[::1]:8081", "unix:/run/a.sock", "10.0.0.7:80",
+                                           "unix:/run/php.sock", "127.0.0.1:9000"}));
+}
+
+TEST(StaticUpstreams, VariablesOrHostNamesMeanTheListIsNotKnown) {
+  EXPECT_FALSE(from("server { location / { proxy_pass http://$backend; } }").static_upstream_peers());
+  EXPECT_FALSE(from("server { location / { proxy_pass http://backend.internal:8080; } }").static_upstream_peers());
+  EXPECT_FALSE(from("upstream a { server app.local:80; }\nserver { location / { proxy_pass http://a; } }")
+                   .static_upstream_peers());
+  EXPECT_FALSE(from("server { listen 80; }").static_upstream_peers()); // no upstream at all
+}
+
+TEST(StaticUpstreams, AFailureMustNameAConfiguredPeer) {
+  std::set<std::string> peers{"127.0.0.1:8080", "unix:/run/app.sock"};
+  auto line = [](const std::string &upstream) {
+    auto l = parse_error_line("2026/12/03 10:00:00 [error] 7#7: *1 upstream prematurely closed connection while "
+                              "reading response header from upstream, client: 127.0.0.1, server: x, request: \"GET "
+                              "/ HTTP/1.1\", upstream: \"" + upstream + "\", host: \"x\"");
+    EXPECT_TRUE(l);
+    return *l;
+  };
+  EXPECT_TRUE(upstream_is_configured(line("http://127.0.0.1:8080/"), peers));
+  EXPECT_FALSE(upstream_is_configured(line("http://10.6.6.6:6666/"), peers));
+  EXPECT_TRUE(upstream_is_configured(line("http://unix:/run/app.sock:/"), peers));
+  // nginx's "upstream timed out" drops the ':' after a unix peer: the prefix decides.
+  auto t = parse_error_line("2026/12/03 10:00:00 [error] 7#7: *1 upstream timed out (110: Connection timed out) "
+                            "while reading response header from upstream, client: 127.0.0.1, server: x, request: "
+                            "\"GET /slow HTTP/1.1\", upstream: \"http://unix:/run/app.sock/slow\", host: \"x\"");
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(t->upstream_path_ambiguous);
+  EXPECT_TRUE(upstream_is_configured(*t, peers));
+  EXPECT_FALSE(upstream_is_configured(*t, {"unix:/run/app"}));
+}
+
+} // namespace
