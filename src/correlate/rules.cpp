@@ -178,7 +178,7 @@ bool Facts::listener_seen(const std::string &upstream, int64_t from_ns, int64_t 
 bool Facts::listened_by_another(const std::string &upstream, uint32_t pid, int64_t from_ns, int64_t to_ns) const {
   for (auto it = first_sample_after(from_ns); it != samples_.end() && it->wall_ns <= to_ns; ++it)
     for (const auto &l : it->listeners)
-      if (listener_serves(l.address, upstream) &&
+      if (listener_serves(l.address, upstream) && !l.owners.empty() &&
           std::none_of(l.owners.begin(), l.owners.end(), [&](const ProcessRef &o) { return o.pid == pid; }))
         return true;
   return false;
@@ -360,7 +360,10 @@ bool death_rule(Context &c, bool refused, int64_t conn_start_ns) {
   const std::string &up = c.v.upstream;
   if (up.empty())
     return false;
-  auto owners = c.facts.owners_of(up, c.window_end());
+  // Who held the port is a state, not an event: a sample up to one interval after the failure still
+  // names the process that held it at the failure (one that only started listening later cannot have
+  // died before the failure, and the death below must have). Causality is kept by the death's window.
+  auto owners = c.facts.owners_of(up, c.window_end() + kSampleGranularityNs);
   if (owners.empty())
     return false;
   int64_t from = refused ? 0 : conn_start_ns - kSecond;

@@ -41,7 +41,8 @@ public:
   // Was a listener serving `upstream` seen in a sample taken in (from_ns, to_ns]?
   bool listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
   // Was `upstream` seen served in (from_ns, to_ns] by a process other than `pid` (a restart, a new
-  // owner)? A listener whose owners are unknown counts as another.
+  // owner)? A listener with no owner (the socket of a process that is exiting: its files are
+  // already closed, the socket not yet gone) is nobody's: it does not count.
   bool listened_by_another(const std::string &upstream, uint32_t pid, int64_t from_ns, int64_t to_ns) const;
   // A unix peer logged run together with its URI ("unix:/run/app.sock/x"): the known socket path it
   // starts with, or `joined` unchanged when none is known.

@@ -66,6 +66,9 @@ TempDir::TempDir(std::string_view prefix) {
 }
 
 TempDir::~TempDir() {
+  // WHY502_KEEP_TMP=1 keeps every lab directory (logs, verdicts, captures) for a post-mortem.
+  if (const char *keep = getenv("WHY502_KEEP_TMP"); keep && *keep && std::string_view(keep) != "0")
+    return;
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

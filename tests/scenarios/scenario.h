@@ -67,6 +67,12 @@ public:
       : out_(dir + "/why502.jsonl"), err_(dir + "/why502.stderr") {
     std::vector<std::string> argv{WHY502_BINARY, "watch", "--json", "-o", out_, "--nginx-pid",
                                   std::to_string(nginx_master), "--duration", std::to_string(duration_s)};
+    // A capture beside the verdicts (unless the scenario takes its own): `why502 analyze` on it
+    // explains a failed scenario (WHY502_KEEP_TMP=1 keeps the directory).
+    if (std::find(extra.begin(), extra.end(), "--capture") == extra.end()) {
+      argv.push_back("--capture");
+      argv.push_back(dir + "/capture.jsonl");
+    }
     argv.insert(argv.end(), extra.begin(), extra.end());
     SpawnOptions so;
     so.stdout_path = dir + "/why502.stdout";

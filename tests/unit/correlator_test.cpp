@@ -914,3 +914,30 @@ TEST(CorrelatorRestart, AUnixTimeoutLoggedWithoutItsSeparatorNamesTheSocket) {
   EXPECT_EQ(v[0].upstream, "unix:/run/app.sock");
   EXPECT_EQ(v[0].cause, "no_kernel_fault") << v[0].summary;
 }
+
+TEST(CorrelatorRestart, TheOwnerlessListenerOfAnExitingOwnerIsNoSuccessor) {
+  // Seen in the OOM scenario: between the victim's exit and nginx's failure, a sample shows the
+  // listener with no owner (files closed, socket not yet gone). The OOM kill is still the cause.
+  Correlator c;
+  const int64_t t = kBase * kSec;
+  c.add_host_sample(sample(t - kSec, {listener("127.0.0.1:8080", 77, "python3")}));
+  OomVictim oom;
+  oom.pid = 77;
+  oom.comm = "python3";
+  c.add_kernel(at(t - 20000000, oom, true));
+  ProcessExit x;
+  x.pid = 77;
+  x.comm = "python3";
+  x.signal = SIGKILL;
+  c.add_kernel(at(t - 15000000, x, true));
+  HostSample ownerless = sample(t + 300000, {});
+  Listener l;
+  l.address = "127.0.0.1:8080";
+  ownerless.listeners.push_back(l);
+  c.add_host_sample(ownerless);
+  c.add_kernel(at(t + 100, conn(1234, ConnFailure::FinBeforeData, 8080, t)));
+  c.add_error_line(error_line(kBase, 1234, 3, closed_msg("/x")), t);
+  auto v = c.finish();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].cause, "upstream_oom_killed") << v[0].summary;
+}
