@@ -46,6 +46,14 @@ std::optional<json> first_of_type(const std::vector<json> &lines, const std::str
   return std::nullopt;
 }
 
+// `why502 watch --json --duration 1 --nginx-pid PID`: its output and its start line. Exit 0 expected.
+std::pair<CommandResult, std::optional<json>> watch_for_a_second(pid_t pid) {
+  auto watch = run_command({WHY502_BINARY, "watch", "--json", "--duration", "1", "--nginx-pid", std::to_string(pid)}, 30);
+  EXPECT_EQ(watch.exit_code, 0) << watch.output;
+  auto start = first_of_type(json_lines(watch.output), "start");
+  return {watch, start};
+}
+
 // Files next to the stand-ins that say they were run or loaded.
 std::vector<std::string> markers(const std::string &dir) {
   std::vector<std::string> out;
@@ -95,11 +103,7 @@ TEST_F(FakeNginx, RunByRootIsReadNeverExecuted) {
   auto doctor = run_command({WHY502_BINARY, "doctor", "--json"}, 30);
   EXPECT_NE(doctor.output.find("nginx master " + std::to_string(fake.pid())), std::string::npos) << doctor.output;
 
-  auto watch = run_command({WHY502_BINARY, "watch", "--json", "--duration", "1", "--nginx-pid",
-                            std::to_string(fake.pid())},
-                           30);
-  EXPECT_EQ(watch.exit_code, 0) << watch.output;
-  auto start = first_of_type(json_lines(watch.output), "start");
+  auto [watch, start] = watch_for_a_second(fake.pid());
   ASSERT_TRUE(start) << watch.output;
   EXPECT_EQ(start->at("nginx").at(0).at("config"), conf_);
   EXPECT_EQ(start->at("error_logs"), json::array({dir_.file("error.log")}));
@@ -115,11 +119,7 @@ TEST_F(FakeNginx, RunByNobodyIsNotTakenAndCannotReadRootFilesThroughIt) {
       << doctor.output;
 
   // Named explicitly, it is watched, but its files are read with its own rights.
-  auto watch = run_command({WHY502_BINARY, "watch", "--json", "--duration", "1", "--nginx-pid",
-                            std::to_string(fake.pid())},
-                           30);
-  EXPECT_EQ(watch.exit_code, 0) << watch.output;
-  auto start = first_of_type(json_lines(watch.output), "start");
+  auto [watch, start] = watch_for_a_second(fake.pid());
   ASSERT_TRUE(start) << watch.output;
   std::string notes = start->at("notes").dump();
   EXPECT_NE(notes.find("cannot read included file " + secret_ + ": Permission denied"), std::string::npos) << notes;
@@ -143,11 +143,7 @@ TEST(LoadModule, InTheConfigIsNeverLoaded) {
   std::ofstream(nginx.conf_path(), std::ios::trunc) << "load_module " << module << ";\n" << conf;
 
   auto doctor = run_command({WHY502_BINARY, "doctor", "--json"}, 30);
-  auto watch = run_command({WHY502_BINARY, "watch", "--json", "--duration", "1", "--nginx-pid",
-                            std::to_string(nginx.master_pid())},
-                           30);
-  EXPECT_EQ(watch.exit_code, 0) << watch.output;
-  auto start = first_of_type(json_lines(watch.output), "start");
+  auto [watch, start] = watch_for_a_second(nginx.master_pid());
   ASSERT_TRUE(start) << watch.output;
   EXPECT_EQ(start->at("error_logs"), json::array({nginx.error_log()}));
   EXPECT_EQ(markers(dir.path()), std::vector<std::string>{}) << "the module's constructor ran";
