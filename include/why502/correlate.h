@@ -82,6 +82,7 @@ struct CorrelatorStats {
   uint64_t kernel_failures_unmatched = 0; // no nginx line claimed them (e.g. retried keepalive)
   uint64_t error_lines = 0;               // upstream-failure lines
   uint64_t recovered_requests = 0;        // failed attempts whose request still succeeded
+  uint64_t ownership_evicted = 0;         // listener ownership intervals dropped by the history cap
   std::map<std::string, uint64_t> by_cause;
   std::map<std::pair<std::string, std::string>, uint64_t> by_cause_upstream;
 };

@@ -20,6 +20,10 @@ constexpr size_t kMaxDeaths = 20000;
 constexpr size_t kMaxDrops = 20000;
 constexpr size_t kMaxSamples = 2400; // 20 minutes at two samples a second
 constexpr size_t kMaxVerdicts = 2000;
+// Listen spans: sockets listening now (bounded by the host's listeners), and ended ones kept for
+// the history window (a crash loop restarting every 100 ms fills 8192 in ~14 minutes).
+constexpr size_t kMaxOpenSpans = 8192;
+constexpr size_t kMaxClosedSpans = 8192;
 
 template <typename T> void cap(std::deque<T> &d, size_t n) {
   while (d.size() > n)
@@ -57,6 +61,22 @@ json sample_item(const Listener &l, int64_t wall_ns) {
 
 std::string who(uint32_t pid, const std::string &comm) { return comm + " pid " + std::to_string(pid); }
 
+// The port of "1.2.3.4:80" / "[::1]:80"; 0 for unix paths and upstream{} names.
+uint16_t port_of(const std::string &address) {
+  auto colon = address.rfind(':');
+  if (address.rfind("unix:", 0) == 0 || colon == std::string::npos || colon + 1 >= address.size())
+    return 0;
+  uint32_t port = 0;
+  for (size_t i = colon + 1; i < address.size(); ++i) {
+    if (address[i] < '0' || address[i] > '9')
+      return 0;
+    port = port * 10 + uint32_t(address[i] - '0');
+    if (port > 65535)
+      return 0;
+  }
+  return uint16_t(port);
+}
+
 } // namespace
 
 json evidence_json(const KernelEvent &ev) {
@@ -76,6 +96,44 @@ void Facts::add_kernel(const KernelEvent &ev) {
              std::holds_alternative<ConnFail>(ev.record)) {
     drops_.push_back(ev);
     cap(drops_, kMaxDrops);
+  } else if (const auto *l = std::get_if<ListenChange>(&ev.record)) {
+    add_listen_change(ev, *l);
+  }
+}
+
+void Facts::add_listen_change(const KernelEvent &ev, const ListenChange &l) {
+  ProcessRef by{l.pid, l.comm};
+  if (l.listening) {
+    if (open_spans_.size() >= kMaxOpenSpans) {
+      open_spans_.erase(open_spans_.begin());
+      ++spans_evicted_;
+    }
+    open_spans_.push_back({l.local.str(), l.local.port, l.netns, l.cookie, by, std::nullopt, ev.wall_ns, INT64_MAX,
+                           false});
+    return;
+  }
+  // A stop pairs with its socket's start by cookie (by address in a capture without cookies).
+  const std::string address = l.local.str();
+  auto same = [&](const ListenSpan &s) {
+    return l.cookie ? s.cookie == l.cookie : s.address == address && s.netns == l.netns;
+  };
+  ListenSpan span;
+  auto it = std::find_if(open_spans_.rbegin(), open_spans_.rend(), same);
+  if (it != open_spans_.rend()) {
+    span = std::move(*it);
+    open_spans_.erase(std::next(it).base());
+  } else {
+    // Listening since before why502 started: whoever closed it held it (a LISTEN socket closes
+    // when its last descriptor goes), so the closer is its owner.
+    span = {address, l.local.port, l.netns, l.cookie, by, std::nullopt, 0, INT64_MAX, false};
+  }
+  span.closer = by;
+  span.end_ns = ev.wall_ns;
+  span.ended_by_exit = l.exiting;
+  closed_spans_.push_back(std::move(span));
+  if (closed_spans_.size() > kMaxClosedSpans) {
+    closed_spans_.pop_front();
+    ++spans_evicted_;
   }
 }
 
@@ -113,10 +171,36 @@ void Facts::expire(int64_t before_ns) {
   while (!samples_.empty() && samples_.front().wall_ns < before_ns)
     samples_.pop_front();
   std::erase_if(ownership_, [&](const Ownership &o) { return o.last_ns < before_ns; });
+  // Closed spans are in end order; open ones are facts about now and never expire.
+  while (!closed_spans_.empty() && closed_spans_.front().end_ns < before_ns)
+    closed_spans_.pop_front();
+}
+
+std::vector<Facts::ListenSpan> Facts::listen_spans(const std::string &upstream, int64_t from_ns,
+                                                   int64_t to_ns) const {
+  std::vector<ListenSpan> out;
+  const uint16_t port = port_of(upstream);
+  if (port == 0)
+    return out;
+  auto take = [&](const ListenSpan &s) {
+    if (s.port == port && s.start_ns <= to_ns && s.end_ns >= from_ns && listener_serves(s.address, upstream))
+      out.push_back(s);
+  };
+  for (const auto &s : closed_spans_)
+    take(s);
+  for (const auto &s : open_spans_)
+    take(s);
+  return out;
 }
 
 std::map<uint32_t, std::string> Facts::owners_of(const std::string &upstream, int64_t until_ns) const {
   std::map<uint32_t, std::string> out;
+  // Causality: a listener that started after until_ns owned nothing then.
+  for (const auto &s : listen_spans(upstream, INT64_MIN, until_ns)) {
+    out.emplace(s.owner.pid, s.owner.comm);
+    if (s.closer)
+      out.emplace(s.closer->pid, s.closer->comm);
+  }
   for (const auto &o : ownership_)
     if (o.first_ns <= until_ns && listener_serves(o.address, upstream))
       out.insert(o.owners.begin(), o.owners.end());
@@ -124,6 +208,9 @@ std::map<uint32_t, std::string> Facts::owners_of(const std::string &upstream, in
 }
 
 bool Facts::listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const {
+  for (const auto &s : listen_spans(upstream, from_ns, to_ns))
+    if (s.start_ns > from_ns)
+      return true;
   for (const auto &s : samples_)
     if (s.wall_ns > from_ns && s.wall_ns <= to_ns)
       for (const auto &l : s.listeners)
@@ -176,15 +263,37 @@ Facts::Overflow Facts::overflow_between(const std::string &upstream, int64_t fro
 }
 
 std::optional<Listener> Facts::listener_at(const std::string &upstream, int64_t at_ns) const {
-  std::optional<Listener> best;
-  int64_t best_dt = INT64_MAX;
-  for (const auto &s : samples_)
-    for (const auto &l : s.listeners)
-      if (listener_serves(l.address, upstream) && std::llabs(s.wall_ns - at_ns) < best_dt) {
-        best = l;
-        best_dt = std::llabs(s.wall_ns - at_ns);
-      }
-  return best;
+  // The nearest sample's listener for `address` (any serving `upstream` when empty) taken in [from, to).
+  auto nearest = [&](const std::string &address, int64_t from, int64_t to) {
+    std::optional<Listener> best;
+    int64_t best_dt = INT64_MAX;
+    for (const auto &s : samples_) {
+      if (s.wall_ns < from || s.wall_ns >= to)
+        continue;
+      for (const auto &l : s.listeners)
+        if ((address.empty() ? listener_serves(l.address, upstream) : l.address == address) &&
+            std::llabs(s.wall_ns - at_ns) < best_dt) {
+          best = l;
+          best_dt = std::llabs(s.wall_ns - at_ns);
+        }
+    }
+    return best;
+  };
+  // The kernel's listener at at_ns (the latest started, if several): its owner is exact.
+  std::optional<ListenSpan> span;
+  for (auto &s : listen_spans(upstream, at_ns, at_ns))
+    if (s.end_ns > at_ns && (!span || s.start_ns >= span->start_ns))
+      span = std::move(s);
+  if (!span)
+    return nearest("", INT64_MIN, INT64_MAX);
+  // Samples of the same socket's lifetime add queue numbers and the processes sharing it.
+  Listener out = nearest(span->address, span->start_ns, span->end_ns).value_or(Listener{span->address});
+  std::vector<ProcessRef> owners{span->owner};
+  for (auto &o : out.owners)
+    if (o.pid != span->owner.pid)
+      owners.push_back(std::move(o));
+  out.owners = std::move(owners);
+  return out;
 }
 
 std::optional<Facts::Death> Facts::death_of(const std::map<uint32_t, std::string> &pids, int64_t from_ns,
