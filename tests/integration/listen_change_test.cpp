@@ -101,9 +101,11 @@ TEST(ListenChange, OwnerKilledBySigkillIsReportedInItsOwnContext) {
   auto cap = run_watched([&] {
     prctl(PR_SET_NAME, "w502-owner");
     pid_t self = getpid();
-    listen_on(port);
+    int fd = listen_on(port);
     pid_t killer = fork();
     if (killer == 0) {
+      // A forked child shares the listener: the socket closes with its last holder, so drop ours.
+      close(fd);
       sleep_s(0.1);
       kill(self, SIGKILL);
       _exit(0);

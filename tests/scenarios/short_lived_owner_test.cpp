@@ -2,8 +2,11 @@
 // its accept queue, and exits (or is OOM-killed) before a host sample can see it. Only the kernel's
 // listen records name it; the verdicts must still be upstream_exited / upstream_oom_killed with
 // upstream_process naming that short-lived pid (issue 9, item 3).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 
 #include "scenario.h"
 
