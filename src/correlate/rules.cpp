@@ -286,13 +286,22 @@ std::optional<Listener> Facts::listener_at(const std::string &upstream, int64_t 
       span = std::move(s);
   if (!span)
     return nearest("", INT64_MIN, INT64_MAX);
-  // Samples of the same socket's lifetime add queue numbers and the processes sharing it.
-  Listener out = nearest(span->address, span->start_ns, span->end_ns).value_or(Listener{span->address});
-  std::vector<ProcessRef> owners{span->owner};
-  for (auto &o : out.owners)
-    if (o.pid != span->owner.pid)
-      owners.push_back(std::move(o));
-  out.owners = std::move(owners);
+  // A sample of the same socket's lifetime adds the queue numbers and who holds it then: the
+  // process that called listen() first when it still does (it may have handed the socket to an
+  // exec'd server, or be a supervisor such as systemd).
+  if (auto sampled = nearest(span->address, span->start_ns, span->end_ns)) {
+    auto it = std::find_if(sampled->owners.begin(), sampled->owners.end(),
+                           [&](const ProcessRef &p) { return p.pid == span->owner.pid; });
+    if (it != sampled->owners.end())
+      std::rotate(sampled->owners.begin(), it, std::next(it));
+    return sampled;
+  }
+  // Only the kernel saw it: whoever held it to the end (the closer), then who called listen().
+  Listener out{span->address};
+  if (span->closer)
+    out.owners.push_back(*span->closer);
+  if (!span->closer || span->closer->pid != span->owner.pid)
+    out.owners.push_back(span->owner);
   return out;
 }
 

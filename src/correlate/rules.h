@@ -38,8 +38,8 @@ public:
     uint64_t overflows_delta = 0;
   };
   Overflow overflow_between(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
-  // The listener that serves `upstream` at at_ns: the one the kernel saw listening then (its
-  // owner first, then the sample's other owners and queue numbers), else the nearest sample's.
+  // The listener that serves `upstream` at at_ns: the one the kernel saw listening then (with
+  // the holders and queue numbers of a sample of it, if any), else the nearest sample's.
   std::optional<Listener> listener_at(const std::string &upstream, int64_t at_ns) const;
 
   // One socket's time in LISTEN, from the kernel's listen_change records: [start_ns, end_ns).

@@ -89,22 +89,44 @@ TEST(Ownership, AListenerStartedAfterTheFailureIsNotTheOwner) {
 
 TEST(Ownership, SamplesAddTheProcessesSharingTheSocket) {
   Facts f;
-  f.add_kernel(listen_change(kT, 100, "gunicorn", "127.0.0.1", 8000, true));
+  f.add_kernel(listen_change(kT, 101, "gunicorn", "127.0.0.1", 8000, true));
   Listener l;
   l.address = "127.0.0.1:8000";
   l.depth = 3;
   l.max = 128;
-  l.owners = {{101, "gunicorn"}, {100, "gunicorn"}, {102, "gunicorn"}};
+  l.owners = {{100, "gunicorn"}, {101, "gunicorn"}, {102, "gunicorn"}};
   f.add_sample(sample(kT + kSec, {l}));
   auto at = f.listener_at("127.0.0.1:8000", kT + kSec + 10 * kMs);
   ASSERT_TRUE(at);
-  // The kernel's owner (who called listen()) first, then the workers; the queue from the sample.
+  // The kernel's owner (who called listen()) first, then the other holders; the queue from the sample.
   ASSERT_EQ(at->owners.size(), 3u);
-  EXPECT_EQ(at->owners[0].pid, 100u);
-  EXPECT_EQ(at->owners[1].pid, 101u);
+  EXPECT_EQ(at->owners[0].pid, 101u);
+  EXPECT_EQ(at->owners[1].pid, 100u);
   EXPECT_EQ(at->owners[2].pid, 102u);
   EXPECT_EQ(at->depth, 3u);
   EXPECT_EQ(f.owners_of("127.0.0.1:8000", kT + 2 * kSec).size(), 3u);
+}
+
+TEST(Ownership, TheServerThatInheritedTheSocketIsNamedNotTheLauncher) {
+  // A launcher calls listen() and execs the server with the socket; the server's exit closes it.
+  Facts f;
+  f.add_kernel(listen_change(kT, 50, "launcher", "127.0.0.1", 8001, true, false, 7));
+  f.add_kernel(listen_change(kT + 200 * kMs, 51, "server", "127.0.0.1", 8001, false, true, 7));
+  auto at = f.listener_at("127.0.0.1:8001", kT + 100 * kMs);
+  ASSERT_TRUE(at);
+  ASSERT_EQ(at->owners.size(), 2u);
+  EXPECT_EQ(at->owners[0], (ProcessRef{51, "server"}));
+  EXPECT_EQ(at->owners[1], (ProcessRef{50, "launcher"}));
+  auto owners = f.owners_of("127.0.0.1:8001", kT + 300 * kMs);
+  EXPECT_EQ(owners.size(), 2u);
+  // A sample while it served shows the holders: the launcher no longer holds it.
+  Listener l;
+  l.address = "127.0.0.1:8001";
+  l.owners = {{51, "server"}};
+  f.add_sample(sample(kT + 150 * kMs, {l}));
+  at = f.listener_at("127.0.0.1:8001", kT + 100 * kMs);
+  ASSERT_EQ(at->owners.size(), 1u);
+  EXPECT_EQ(at->owners[0].pid, 51u);
 }
 
 TEST(Ownership, ASampleOfAnEarlierOwnerDoesNotLeakIntoALaterSpan) {
