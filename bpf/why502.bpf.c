@@ -27,12 +27,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ENOBUFS 105
 #define ENOMEM 12
 #define ETIMEDOUT 110
+#define PF_EXITING 0x00000004
 
 /* Set by userspace before load. */
 const volatile char comm_filters[WHY502_MAX_COMM_FILTERS][WHY502_COMM_LEN] = {};
 const volatile __u32 n_comm_filters = 0;
 /* Host-wide records (drops, resets sent, exits) allowed per CPU per second. */
 const volatile __u32 host_records_per_sec = 2000;
+/* Listen changes have their own budget: a reset storm must not hide who owned the port. */
+const volatile __u32 listen_records_per_sec = 2000;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -94,10 +97,14 @@ struct rate_window {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct rate_window);
 } host_rate SEC(".maps");
+
+/* Windows in host_rate. */
+#define RATE_HOST 0
+#define RATE_LISTEN 1
 
 static __always_inline void count_loss(__u32 site)
 {
@@ -125,10 +132,9 @@ static __always_inline void *reserve(__u64 size, __u32 kind, __u32 flags)
 }
 
 /* Host-wide records are rate limited so a port scan cannot flood the buffer. */
-static __always_inline bool host_record_allowed(void)
+static __always_inline bool rate_allowed(__u32 window, __u32 per_sec)
 {
-	__u32 zero = 0;
-	struct rate_window *w = bpf_map_lookup_elem(&host_rate, &zero);
+	struct rate_window *w = bpf_map_lookup_elem(&host_rate, &window);
 	__u64 now = bpf_ktime_get_boot_ns();
 
 	if (!w)
@@ -137,12 +143,17 @@ static __always_inline bool host_record_allowed(void)
 		w->start_ns = now;
 		w->count = 0;
 	}
-	if (w->count >= host_records_per_sec) {
+	if (w->count >= per_sec) {
 		count_loss(WHY502_LOSS_RATE_LIMIT);
 		return false;
 	}
 	w->count++;
 	return true;
+}
+
+static __always_inline bool host_record_allowed(void)
+{
+	return rate_allowed(RATE_HOST, host_records_per_sec);
 }
 
 static __always_inline bool is_watched(__u32 tgid)
@@ -250,10 +261,57 @@ static __always_inline void conn_closed(const struct sock *sk, struct conn_info 
 		emit_conn_fail(sk, ci, WHY502_FAIL_FIN_BEFORE_DATA, oldstate, bpf_ktime_get_boot_ns());
 }
 
+/* Host-wide: a socket started or stopped listening, in its owner's context. */
+static __always_inline void emit_listen_change(const struct sock *sk, bool listening)
+{
+	struct why502_listen_change *e;
+	struct task_struct *task;
+	__u64 id;
+
+	/* Only TCP listeners; MPTCP and others also pass through this tracepoint. */
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return;
+	if (!rate_allowed(RATE_LISTEN, listen_records_per_sec))
+		return;
+	e = reserve(sizeof(*e), WHY502_EV_LISTEN_CHANGE, WHY502_FLAG_HOST);
+	if (!e)
+		return;
+	id = bpf_get_current_pid_tgid();
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* inet_sport: still set at LISTEN->CLOSE (see sock_sport). */
+	e->family = sk->__sk_common.skc_family;
+	e->port = sock_sport(sk);
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (e->family == AF_INET)
+		bpf_core_read(e->addr, 4, &sk->__sk_common.skc_rcv_saddr);
+	else
+		bpf_core_read(e->addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	/* Two dependent loads: which namespace's port this is. */
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->listening = listening;
+	/* A dying task closes its files after sched_process_exit: this close is its exit. */
+	task = bpf_get_current_task_btf();
+	e->exiting = (task->flags & PF_EXITING) != 0;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	bpf_ringbuf_submit(e, 0);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct conn_info *ci;
+
+	/* Listen transitions are rare: one compare each for everything else. */
+	if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN) {
+		if (newstate == TCP_LISTEN && oldstate == TCP_CLOSE)
+			emit_listen_change(sk, true);
+		else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
+			emit_listen_change(sk, false);
+		return 0;
+	}
 
 	if (newstate == TCP_SYN_SENT) {
 		__u64 id = bpf_get_current_pid_tgid();

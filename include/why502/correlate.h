@@ -99,6 +99,7 @@ struct CorrelatorStats {
   uint64_t kernel_records_evicted = 0;   // pending kernel failures dropped at the cap before their line came
   uint64_t requests_decided_early = 0;   // decided at the pending-request cap before their access line
   uint64_t lines_missing_kernel_record = 0; // attempts whose agreeing kernel record never came
+  uint64_t ownership_evicted = 0;         // listener ownership spans dropped by the history cap
 };
 
 class Correlator {

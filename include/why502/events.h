@@ -25,6 +25,7 @@ enum why502_event_kind {
 	WHY502_EV_SIGNAL = 6,      /* host: a fatal signal was generated */
 	WHY502_EV_EXIT = 7,        /* host: a process (thread group) exited */
 	WHY502_EV_WATCH = 8,       /* a process entered the watched set (fork or exec) */
+	WHY502_EV_LISTEN_CHANGE = 9, /* host: a TCP socket started or stopped listening */
 };
 
 /* Why a watched connection was reported. */
@@ -173,6 +174,23 @@ struct why502_watch {
 	char comm[WHY502_COMM_LEN];
 	__u32 via; /* 1 fork, 2 exec (comm matched) */
 	__u32 pad;
+};
+
+/* CLOSE->LISTEN runs in the context of the task that called listen(); LISTEN->CLOSE in the
+ * context of the task that closed it, which is the dying owner itself when it exits. */
+struct why502_listen_change {
+	struct why502_header hdr;
+	__u32 pid;        /* tgid of current: the listener's owner */
+	__u32 tid;
+	char comm[WHY502_COMM_LEN];
+	__u16 family;     /* AF_INET / AF_INET6 */
+	__u16 port;       /* host byte order */
+	__u32 netns;      /* inode of the socket's network namespace, 0 if unknown */
+	__u8 addr[16];    /* bound address; IPv4 in the first 4 bytes */
+	__u64 cookie;     /* socket cookie: pairs a stop with its start */
+	__u8 listening;   /* 1: started listening; 0: stopped */
+	__u8 exiting;     /* 1: current had PF_EXITING (closed by its owner's exit) */
+	__u8 pad[6];
 };
 
 /* Per-CPU loss counters: index into the `drop_counters` percpu array. */

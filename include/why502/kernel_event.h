@@ -98,8 +98,21 @@ struct WatchStart {
   std::string via; // "fork", "exec", "scan"
 };
 
-using KernelRecord =
-    std::variant<ConnFail, SyscallErr, PacketDrop, ResetSent, OomVictim, FatalSignal, ProcessExit, WatchStart>;
+// Host-wide: a TCP socket started listening (in the context of the task that called listen())
+// or stopped (in the context of the task that closed it: `exiting` when that was its owner's exit).
+struct ListenChange {
+  uint32_t pid = 0, tid = 0;
+  std::string comm;
+  Endpoint local; // "0.0.0.0:8080", "[::]:8080"
+  int family = 0; // 4 or 6
+  uint32_t netns = 0;  // network namespace inode, 0 if unknown
+  uint64_t cookie = 0; // the socket's cookie: a stop pairs with the start of the same socket
+  bool listening = false;
+  bool exiting = false;
+};
+
+using KernelRecord = std::variant<ConnFail, SyscallErr, PacketDrop, ResetSent, OomVictim, FatalSignal, ProcessExit,
+                                  WatchStart, ListenChange>;
 
 struct KernelEvent {
   uint64_t boot_ns = 0; // CLOCK_BOOTTIME

@@ -93,6 +93,7 @@ int run_watch(const WatchCommandOptions &opts) {
     stats["aggregated_requests"] = cs.aggregated_requests;
     stats["aggregate_lines"] = cs.aggregate_lines;
     stats["storms"] = cs.storms;
+    stats["ownership_evicted"] = cs.ownership_evicted;
     stats["log_lines_dropped"] = watcher.log_line_losses().dropped;
     stats["log_lines_unread_at_exit"] = watcher.log_line_losses().unread_at_exit;
     stats["log_lines_unconfigured_upstream"] = watcher.log_line_losses().unconfigured_upstream;

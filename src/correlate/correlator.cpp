@@ -870,6 +870,9 @@ std::vector<Verdict> Correlator::finish() { return impl_->step(INT64_MAX / 2, tr
 
 std::vector<json> Correlator::take_notes() { return std::exchange(impl_->notes, {}); }
 
-const CorrelatorStats &Correlator::stats() const { return impl_->stats; }
+const CorrelatorStats &Correlator::stats() const {
+  impl_->stats.ownership_evicted = impl_->facts.ownership_evicted();
+  return impl_->stats;
+}
 
 } // namespace why502

@@ -22,6 +22,10 @@ constexpr size_t kMaxDeaths = 20000;
 constexpr size_t kMaxDrops = 20000;
 constexpr size_t kMaxSamples = 2400; // 20 minutes at two samples a second
 constexpr size_t kMaxVerdicts = 2000;
+// Listen spans: sockets listening now (bounded by the host's listeners), and ended ones kept for
+// the history window (a crash loop restarting every 100 ms fills 8192 in ~14 minutes).
+constexpr size_t kMaxOpenSpans = 8192;
+constexpr size_t kMaxClosedSpans = 8192;
 
 template <typename T> void cap(std::deque<T> &d, size_t n) {
   while (d.size() > n)
@@ -73,6 +77,22 @@ uint32_t death_pid(const KernelEvent &e) {
 // Verdicts kept for no_live_upstreams links, newest first; more are not read per verdict.
 constexpr size_t kMaxRelatedScan = 256;
 
+// The port of "1.2.3.4:80" / "[::1]:80"; 0 for unix paths and upstream{} names.
+uint16_t port_of(const std::string &address) {
+  auto colon = address.rfind(':');
+  if (address.rfind("unix:", 0) == 0 || colon == std::string::npos || colon + 1 >= address.size())
+    return 0;
+  uint32_t port = 0;
+  for (size_t i = colon + 1; i < address.size(); ++i) {
+    if (address[i] < '0' || address[i] > '9')
+      return 0;
+    port = port * 10 + uint32_t(address[i] - '0');
+    if (port > 65535)
+      return 0;
+  }
+  return uint16_t(port);
+}
+
 } // namespace
 
 void Facts::pop_death() {
@@ -111,6 +131,44 @@ void Facts::add_kernel(const KernelEvent &ev) {
              std::holds_alternative<ConnFail>(ev.record)) {
     drops_.push_back(ev);
     cap(drops_, kMaxDrops);
+  } else if (const auto *l = std::get_if<ListenChange>(&ev.record)) {
+    add_listen_change(ev, *l);
+  }
+}
+
+void Facts::add_listen_change(const KernelEvent &ev, const ListenChange &l) {
+  ProcessRef by{l.pid, l.comm};
+  if (l.listening) {
+    if (open_spans_.size() >= kMaxOpenSpans) {
+      open_spans_.erase(open_spans_.begin());
+      ++spans_evicted_;
+    }
+    open_spans_.push_back({l.local.str(), l.local.port, l.netns, l.cookie, by, std::nullopt, ev.wall_ns, INT64_MAX,
+                           false});
+    return;
+  }
+  // A stop pairs with its socket's start by cookie (by address in a capture without cookies).
+  const std::string address = l.local.str();
+  auto same = [&](const ListenSpan &s) {
+    return l.cookie ? s.cookie == l.cookie : s.address == address && s.netns == l.netns;
+  };
+  ListenSpan span;
+  auto it = std::find_if(open_spans_.rbegin(), open_spans_.rend(), same);
+  if (it != open_spans_.rend()) {
+    span = std::move(*it);
+    open_spans_.erase(std::next(it).base());
+  } else {
+    // Listening since before why502 started: whoever closed it held it (a LISTEN socket closes
+    // when its last descriptor goes), so the closer is its owner.
+    span = {address, l.local.port, l.netns, l.cookie, by, std::nullopt, 0, INT64_MAX, false};
+  }
+  span.closer = by;
+  span.end_ns = ev.wall_ns;
+  span.ended_by_exit = l.exiting;
+  closed_spans_.push_back(std::move(span));
+  if (closed_spans_.size() > kMaxClosedSpans) {
+    closed_spans_.pop_front();
+    ++spans_evicted_;
   }
 }
 
@@ -151,10 +209,36 @@ void Facts::expire(int64_t before_ns) {
   while (!samples_.empty() && samples_.front().wall_ns < before_ns)
     samples_.pop_front();
   std::erase_if(ownership_, [&](const Ownership &o) { return o.last_ns < before_ns; });
+  // Closed spans are in end order; open ones are facts about now and never expire.
+  while (!closed_spans_.empty() && closed_spans_.front().end_ns < before_ns)
+    closed_spans_.pop_front();
+}
+
+std::vector<Facts::ListenSpan> Facts::listen_spans(const std::string &upstream, int64_t from_ns,
+                                                   int64_t to_ns) const {
+  std::vector<ListenSpan> out;
+  const uint16_t port = port_of(upstream);
+  if (port == 0)
+    return out;
+  auto take = [&](const ListenSpan &s) {
+    if (s.port == port && s.start_ns <= to_ns && s.end_ns >= from_ns && listener_serves(s.address, upstream))
+      out.push_back(s);
+  };
+  for (const auto &s : closed_spans_)
+    take(s);
+  for (const auto &s : open_spans_)
+    take(s);
+  return out;
 }
 
 std::map<uint32_t, std::string> Facts::owners_of(const std::string &upstream, int64_t until_ns) const {
   std::map<uint32_t, std::string> out;
+  // Causality: a listener that started after until_ns owned nothing then.
+  for (const auto &s : listen_spans(upstream, INT64_MIN, until_ns)) {
+    out.emplace(s.owner.pid, s.owner.comm);
+    if (s.closer)
+      out.emplace(s.closer->pid, s.closer->comm);
+  }
   for (const auto &o : ownership_)
     if (o.first_ns <= until_ns && listener_serves(o.address, upstream))
       out.insert(o.owners.begin(), o.owners.end());
@@ -162,6 +246,10 @@ std::map<uint32_t, std::string> Facts::owners_of(const std::string &upstream, in
 }
 
 bool Facts::listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const {
+  // A listener the kernel saw start in the window.
+  for (const auto &s : listen_spans(upstream, from_ns, to_ns))
+    if (s.start_ns > from_ns)
+      return true;
   // Through the ownership spans (few), not every sample: a span covers consecutive samples that
   // showed the listener, so one that ends after from_ns and starts by to_ns was seen in the window.
   for (const auto &o : ownership_)
@@ -176,11 +264,20 @@ bool Facts::listener_seen(const std::string &upstream, int64_t from_ns, int64_t 
 }
 
 bool Facts::listened_by_another(const std::string &upstream, uint32_t pid, int64_t from_ns, int64_t to_ns) const {
+  // A socket the kernel saw start listening in the window, by another process: a restart.
+  for (const auto &s : listen_spans(upstream, from_ns, to_ns))
+    if (s.start_ns > from_ns && s.owner.pid != pid)
+      return true;
+  // A sample in the window showing a holder that did not hold it before: a newcomer. Holders that
+  // were there before do not count (a gunicorn master whose worker died still holds the listener),
+  // nor does a listener with no holder (an exiting owner's socket: files closed, socket not gone).
+  const auto before = owners_of(upstream, from_ns);
   for (auto it = first_sample_after(from_ns); it != samples_.end() && it->wall_ns <= to_ns; ++it)
     for (const auto &l : it->listeners)
-      if (listener_serves(l.address, upstream) && !l.owners.empty() &&
-          std::none_of(l.owners.begin(), l.owners.end(), [&](const ProcessRef &o) { return o.pid == pid; }))
-        return true;
+      if (listener_serves(l.address, upstream))
+        for (const auto &o : l.owners)
+          if (o.pid != pid && !before.count(o.pid))
+            return true;
   return false;
 }
 
@@ -243,16 +340,44 @@ Facts::Overflow Facts::overflow_between(const std::string &upstream, int64_t fro
 
 std::optional<Listener> Facts::listener_at(const std::string &upstream, int64_t at_ns) const {
   // The latest sample showing it, up to one sample period after at_ns (causality), looking back a
-  // bounded number of samples.
-  constexpr int kLookBack = 8;
-  auto it = first_sample_after(at_ns + kSampleGranularityNs);
-  for (int n = 0; it != samples_.begin() && n < kLookBack; ++n) {
-    --it;
-    for (const auto &l : it->listeners)
-      if (listener_serves(l.address, upstream))
-        return l;
+  // bounded number of samples; `address` (exact) when given, else any listener serving `upstream`.
+  auto sampled = [&](const std::string &address, int64_t from, int64_t before) -> std::optional<Listener> {
+    constexpr int kLookBack = 8;
+    auto it = first_sample_after(std::min(at_ns + kSampleGranularityNs, before - 1));
+    for (int n = 0; it != samples_.begin() && n < kLookBack; ++n) {
+      --it;
+      if (it->wall_ns < from)
+        break;
+      for (const auto &l : it->listeners)
+        if (address.empty() ? listener_serves(l.address, upstream) : l.address == address)
+          return l;
+    }
+    return std::nullopt;
+  };
+  // The kernel's listener at at_ns (the latest started, if several): its owner is exact.
+  std::optional<ListenSpan> span;
+  for (auto &s : listen_spans(upstream, at_ns, at_ns))
+    if (s.end_ns > at_ns && (!span || s.start_ns >= span->start_ns))
+      span = std::move(s);
+  if (!span)
+    return sampled("", INT64_MIN, INT64_MAX);
+  // A sample of the same socket's lifetime adds the queue numbers and who holds it then: the
+  // process that called listen() first when it still does (it may have handed the socket to an
+  // exec'd server, or be a supervisor such as systemd).
+  if (auto l = sampled(span->address, span->start_ns, span->end_ns)) {
+    auto it = std::find_if(l->owners.begin(), l->owners.end(),
+                           [&](const ProcessRef &p) { return p.pid == span->owner.pid; });
+    if (it != l->owners.end())
+      std::rotate(l->owners.begin(), it, std::next(it));
+    return l;
   }
-  return std::nullopt;
+  // Only the kernel saw it: whoever held it to the end (the closer), then who called listen().
+  Listener out{span->address};
+  if (span->closer)
+    out.owners.push_back(*span->closer);
+  if (!span->closer || span->closer->pid != span->owner.pid)
+    out.owners.push_back(span->owner);
+  return out;
 }
 
 std::optional<Facts::Death> Facts::death_of(const std::map<uint32_t, std::string> &pids, int64_t from_ns,

@@ -35,14 +35,15 @@ public:
   void remember_verdict(const Verdict &v);
   void expire(int64_t before_ns);
 
-  // Every process seen owning a listener that serves `upstream`, up to until_ns.
-  // (Ownership spans from samples: few, so these scans are short.)
+  // Every process known to own a listener that serves `upstream` and that started listening by
+  // until_ns: the kernel's listen records first (exact, even for a process that lived 100 ms),
+  // then host samples (which add the other processes sharing the socket, e.g. workers).
   std::map<uint32_t, std::string> owners_of(const std::string &upstream, int64_t until_ns) const;
-  // Was a listener serving `upstream` seen in a sample taken in (from_ns, to_ns]?
+  // Did a listener serving `upstream` start (kernel) or show up in a sample in (from_ns, to_ns]?
   bool listener_seen(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
-  // Was `upstream` seen served in (from_ns, to_ns] by a process other than `pid` (a restart, a new
-  // owner)? A listener with no owner (the socket of a process that is exiting: its files are
-  // already closed, the socket not yet gone) is nobody's: it does not count.
+  // Did another process than `pid` start serving `upstream` in (from_ns, to_ns] (a restart, a new
+  // owner)? A kernel listen record of another pid, or a sample holder that did not hold it by
+  // from_ns. A listener with no holder (an exiting owner's socket) is nobody's.
   bool listened_by_another(const std::string &upstream, uint32_t pid, int64_t from_ns, int64_t to_ns) const;
   // A unix peer logged run together with its URI ("unix:/run/app.sock/x"): the known socket path it
   // starts with, or `joined` unchanged when none is known.
@@ -56,8 +57,26 @@ public:
     uint64_t overflows_delta = 0;
   };
   Overflow overflow_between(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
-  // The listener that serves `upstream` in the sample nearest to at_ns.
+  // The listener that serves `upstream` at at_ns: the one the kernel saw listening then (with
+  // the holders and queue numbers of a sample of it, if any), else the nearest sample's.
   std::optional<Listener> listener_at(const std::string &upstream, int64_t at_ns) const;
+
+  // One socket's time in LISTEN, from the kernel's listen_change records: [start_ns, end_ns).
+  struct ListenSpan {
+    std::string address; // "0.0.0.0:8080"
+    uint16_t port = 0;
+    uint32_t netns = 0;
+    uint64_t cookie = 0;
+    ProcessRef owner;                // who called listen(), or who closed it when the start predates us
+    std::optional<ProcessRef> closer; // who closed it, when that was seen
+    int64_t start_ns = 0;            // 0: started before why502 saw it
+    int64_t end_ns = INT64_MAX;      // INT64_MAX: still listening
+    bool ended_by_exit = false;      // the closer was exiting (PF_EXITING): its death closed it
+  };
+  // Spans of listeners serving `upstream` that were listening at some time in [from_ns, to_ns].
+  std::vector<ListenSpan> listen_spans(const std::string &upstream, int64_t from_ns, int64_t to_ns) const;
+  // Spans dropped by the history cap (never by expiry): the correlator's ownership_evicted.
+  uint64_t ownership_evicted() const { return spans_evicted_; }
 
   struct Death {
     const KernelEvent *cause = nullptr; // OomVictim, FatalSignal or ProcessExit
@@ -85,6 +104,10 @@ private:
     int64_t first_ns = 0, last_ns = 0;
   };
   std::vector<Ownership> ownership_; // one entry per (listener, owner set) span
+  void add_listen_change(const KernelEvent &ev, const ListenChange &l);
+  std::vector<ListenSpan> open_spans_;    // listening now, in start order
+  std::deque<ListenSpan> closed_spans_;   // ended, in end order
+  uint64_t spans_evicted_ = 0;
   struct PastVerdict {
     uint64_t id;
     int64_t wall_ns;

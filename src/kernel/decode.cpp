@@ -22,6 +22,8 @@ static_assert(sizeof(why502_syscall_err) % 8 == 0);
 static_assert(sizeof(why502_drop) % 8 == 0);
 static_assert(sizeof(why502_signal) % 8 == 0);
 static_assert(sizeof(why502_exit) % 8 == 0);
+static_assert(sizeof(why502_listen_change) == 88);
+static_assert(offsetof(why502_listen_change, addr) == 56);
 
 namespace why502 {
 
@@ -135,6 +137,7 @@ std::string_view event_name(const KernelRecord &r) {
     std::string_view operator()(const FatalSignal &) const { return "fatal_signal"; }
     std::string_view operator()(const ProcessExit &) const { return "process_exit"; }
     std::string_view operator()(const WatchStart &) const { return "watch"; }
+    std::string_view operator()(const ListenChange &) const { return "listen_change"; }
   };
   return std::visit(Names{}, r);
 }
@@ -338,6 +341,27 @@ std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::st
     ev.record = std::move(w);
     break;
   }
+  case WHY502_EV_LISTEN_CHANGE: {
+    const auto *r = view<why502_listen_change>(bytes);
+    if (!r)
+      return truncated("listen_change");
+    if (r->family != AF_INET && r->family != AF_INET6) {
+      *error = "listen_change with address family " + std::to_string(r->family);
+      return std::nullopt;
+    }
+    ListenChange l;
+    l.pid = r->pid;
+    l.tid = r->tid;
+    l.comm = comm_string(r->comm, sizeof(r->comm));
+    l.family = family_number(r->family);
+    l.local = endpoint(r->family, r->addr, r->port);
+    l.netns = r->netns;
+    l.cookie = r->cookie;
+    l.listening = r->listening;
+    l.exiting = r->exiting;
+    ev.record = std::move(l);
+    break;
+  }
   default:
     *error = "unknown record kind " + std::to_string(hdr->kind);
     return std::nullopt;
@@ -484,6 +508,17 @@ struct ToJson {
     j["comm"] = w.comm;
     j["via"] = w.via;
   }
+  void operator()(const ListenChange &l) const {
+    j["pid"] = l.pid;
+    j["tid"] = l.tid;
+    j["comm"] = l.comm;
+    j["family"] = l.family;
+    j["local"] = endpoint_json(l.local);
+    j["netns"] = l.netns;
+    j["cookie"] = l.cookie;
+    j["listening"] = l.listening;
+    j["exiting"] = l.exiting;
+  }
 };
 
 } // namespace
@@ -621,6 +656,18 @@ std::optional<KernelEvent> event_from_json(const json &j, std::string *error) {
       w.comm = j.at("comm");
       w.via = j.at("via");
       ev.record = std::move(w);
+    } else if (name == "listen_change") {
+      ListenChange l;
+      l.pid = j.at("pid");
+      l.tid = j.at("tid");
+      l.comm = j.at("comm");
+      l.family = j.at("family");
+      l.local = ep("local");
+      l.netns = j.value("netns", 0u);
+      l.cookie = j.value("cookie", uint64_t(0));
+      l.listening = j.at("listening");
+      l.exiting = j.at("exiting");
+      ev.record = std::move(l);
     } else {
       *error = "unknown event \"" + name + "\"";
       return std::nullopt;

@@ -91,6 +91,8 @@ std::string summary_table(const CorrelatorStats &stats) {
   out += buf;
   if (stats.recovered_requests)
     out += std::to_string(stats.recovered_requests) + " failed attempt(s) were retried successfully by nginx\n";
+  if (stats.ownership_evicted)
+    out += std::to_string(stats.ownership_evicted) + " listener ownership record(s) dropped by the history cap\n";
   return out;
 }
 
@@ -105,7 +107,8 @@ json summary_json(const CorrelatorStats &stats) {
           {"kernel_failures", stats.kernel_failures},
           {"kernel_failures_unmatched", stats.kernel_failures_unmatched},
           {"error_lines", stats.error_lines},
-          {"recovered_requests", stats.recovered_requests}};
+          {"recovered_requests", stats.recovered_requests},
+          {"ownership_evicted", stats.ownership_evicted}};
 }
 
 } // namespace why502::sinks

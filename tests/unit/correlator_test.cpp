@@ -254,6 +254,88 @@ TEST(CorrelatorRules, ExitMidRequestIsUpstreamExited) {
   EXPECT_NE(v[0].summary.find("exited with code 3"), std::string::npos) << v[0].summary;
 }
 
+// An owner only the kernel saw: it listened 100 ms, between two samples that show nothing.
+KernelEvent listen_change(int64_t wall_ns, uint32_t pid, const std::string &comm, bool listening, bool exiting = false) {
+  ListenChange l;
+  l.pid = l.tid = pid;
+  l.comm = comm;
+  l.local = {"127.0.0.1", 8080};
+  l.family = 4;
+  l.cookie = pid;
+  l.listening = listening;
+  l.exiting = exiting;
+  return at(wall_ns, l, true);
+}
+
+TEST(CorrelatorRules, AnOwnerThatLived100msIsNamedFromTheKernelsListenRecords) {
+  Correlator c;
+  const int64_t t = kBase * kSec, ms = 1000000;
+  c.add_host_sample(sample(t, {}));
+  c.add_kernel(listen_change(t + 200 * ms, 555, "python3", true));
+  ProcessExit x;
+  x.pid = 555;
+  x.comm = "python3";
+  x.exit_code = 2;
+  c.add_kernel(at(t + 300 * ms, x, true));
+  c.add_kernel(listen_change(t + 300 * ms + 50000, 555, "python3", false, true));
+  c.add_kernel(at(t + 400 * ms, conn(1234, ConnFailure::RstInSynSent, 8080, t + 400 * ms)));
+  c.add_host_sample(sample(t + kSec, {}));
+  c.add_error_line(error_line(kBase, 1234, 7, refused_msg()), kBase * kSec);
+  auto v = c.finish();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].cause, "upstream_exited") << v[0].summary;
+  ASSERT_TRUE(v[0].upstream_process);
+  EXPECT_EQ(v[0].upstream_process->pid, 555u);
+  EXPECT_NE(v[0].summary.find("exited with code 2"), std::string::npos) << v[0].summary;
+}
+
+TEST(CorrelatorRules, AnOwnerOomKilledWhileHoldingOurConnectionIsNamed) {
+  Correlator c;
+  const int64_t t = kBase * kSec, ms = 1000000;
+  c.add_kernel(listen_change(t + 100 * ms, 556, "python3", true));
+  OomVictim oom;
+  oom.pid = 556;
+  oom.comm = "python3";
+  oom.anon_rss_kb = 200 * 1024;
+  c.add_kernel(at(t + 250 * ms, oom, true));
+  ProcessExit x;
+  x.pid = 556;
+  x.comm = "python3";
+  x.signal = SIGKILL;
+  c.add_kernel(at(t + 260 * ms, x, true));
+  c.add_kernel(listen_change(t + 260 * ms + 50000, 556, "python3", false, true));
+  auto k = conn(1234, ConnFailure::RstEstablished, 8080, t + 200 * ms);
+  k.last_state = "ESTABLISHED";
+  c.add_kernel(at(t + 261 * ms, k));
+  c.add_error_line(error_line(kBase, 1234, 3,
+                              "recv() failed (104: Connection reset by peer) while reading response header from "
+                              "upstream, client: 127.0.0.1, server: , request: \"GET / HTTP/1.1\", upstream: "
+                              "\"http://127.0.0.1:8080/\", host: \"localhost\""),
+                   kBase * kSec);
+  auto v = c.finish();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].cause, "upstream_oom_killed") << v[0].summary;
+  ASSERT_TRUE(v[0].upstream_process);
+  EXPECT_EQ(v[0].upstream_process->pid, 556u);
+}
+
+TEST(CorrelatorRules, AListenerThatStartedAfterTheRefusalOwnedNothing) {
+  Correlator c;
+  const int64_t t = kBase * kSec, ms = 1000000;
+  c.add_kernel(at(t + 400 * ms, conn(1234, ConnFailure::RstInSynSent, 8080, t + 400 * ms)));
+  c.add_kernel(listen_change(t + 450 * ms, 600, "python3", true));
+  ProcessExit x;
+  x.pid = 600;
+  x.comm = "python3";
+  c.add_kernel(at(t + 500 * ms, x, true));
+  c.add_kernel(listen_change(t + 500 * ms + 50000, 600, "python3", false, true));
+  c.add_error_line(error_line(kBase, 1234, 7, refused_msg()), kBase * kSec);
+  auto v = c.finish();
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].cause, "no_listener") << v[0].summary;
+  EXPECT_FALSE(v[0].upstream_process);
+}
+
 TEST(CorrelatorRules, NetfilterDropOfOurSynIsFirewallDrop) {
   Correlator c;
   const int64_t t = kBase * kSec;

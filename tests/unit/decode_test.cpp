@@ -177,6 +177,18 @@ TEST(Decode, JsonRoundTripKeepsEveryField) {
   drop.reason = 12;
   drop.reason_code = WHY502_DROP_NETFILTER_DROP;
   add(drop);
+  why502_listen_change lc = {};
+  lc.hdr.kind = WHY502_EV_LISTEN_CHANGE;
+  lc.hdr.flags = WHY502_FLAG_HOST;
+  lc.pid = 77;
+  lc.tid = 78;
+  strcpy(lc.comm, "gunicorn");
+  lc.family = AF_INET6;
+  lc.port = 8000;
+  lc.netns = 4026531840u;
+  lc.cookie = 123456789012ull;
+  lc.exiting = 1;
+  add(lc);
   for (const auto &rec : records) {
     std::string err;
     auto ev = decode_record(rec, &err);
@@ -189,6 +201,52 @@ TEST(Decode, JsonRoundTripKeepsEveryField) {
     ASSERT_TRUE(back) << err << " in " << j.dump();
     EXPECT_EQ(to_json(*back), j);
   }
+}
+
+TEST(Decode, ListenChangeStartAndStop) {
+  why502_listen_change r = {};
+  r.hdr.kind = WHY502_EV_LISTEN_CHANGE;
+  r.hdr.flags = WHY502_FLAG_HOST;
+  r.hdr.ts_ns = 900;
+  r.pid = 4242;
+  r.tid = 4243;
+  strcpy(r.comm, "python3");
+  r.family = AF_INET;
+  r.port = 9000;
+  inet_pton(AF_INET, "127.0.0.1", r.addr);
+  r.netns = 4026531840u;
+  r.cookie = 99;
+  r.listening = 1;
+  std::string err;
+  auto ev = decode_record(bytes(r), &err);
+  ASSERT_TRUE(ev) << err;
+  EXPECT_TRUE(ev->host);
+  EXPECT_EQ(event_name(ev->record), "listen_change");
+  auto l = std::get<ListenChange>(ev->record);
+  EXPECT_EQ(l.pid, 4242u);
+  EXPECT_EQ(l.tid, 4243u);
+  EXPECT_EQ(l.comm, "python3");
+  EXPECT_EQ(l.family, 4);
+  EXPECT_EQ(l.local.str(), "127.0.0.1:9000");
+  EXPECT_EQ(l.netns, 4026531840u);
+  EXPECT_EQ(l.cookie, 99u);
+  EXPECT_TRUE(l.listening);
+  EXPECT_FALSE(l.exiting);
+  // The wildcard IPv6 listener, stopped by its owner's exit.
+  r.family = AF_INET6;
+  std::memset(r.addr, 0, sizeof(r.addr));
+  r.listening = 0;
+  r.exiting = 1;
+  l = std::get<ListenChange>(decode_record(bytes(r), &err)->record);
+  EXPECT_EQ(l.family, 6);
+  EXPECT_EQ(l.local.str(), "[::]:9000");
+  EXPECT_FALSE(l.listening);
+  EXPECT_TRUE(l.exiting);
+  // Truncated, or a family the program never sends: refused and counted by the caller.
+  EXPECT_FALSE(decode_record(bytes(r).first(sizeof(r) - 8), &err));
+  EXPECT_NE(err.find("truncated listen_change"), std::string::npos);
+  r.family = AF_UNIX;
+  EXPECT_FALSE(decode_record(bytes(r), &err));
 }
 
 TEST(Decode, JsonRejectsMalformedObjects) {
