@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loopback_listener.h"
 #include "harness.h"
 
 using namespace why502;
@@ -24,14 +25,8 @@ std::string dump(const Capture &cap) {
 
 // listen() on 127.0.0.1:port; the fd is left open on purpose (the owner's exit closes it).
 int listen_on(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in a = {};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0 || listen(fd, 16) != 0)
+  int fd = why502::testing::listen_on_loopback(port, 16);
+  if (fd < 0)
     _exit(93);
   return fd;
 }

@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
+#include "loopback_listener.h"
 #include "scenario.h"
 
 using namespace why502::scenario;
@@ -31,14 +32,8 @@ public:
       char c;
       if (read(go[0], &c, 1) != 1)
         _exit(90);
-      int fd = socket(AF_INET, SOCK_STREAM, 0);
-      int one = 1;
-      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-      sockaddr_in a = {};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(port);
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      if (bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0 || listen(fd, 64) != 0)
+      int fd = why502::testing::listen_on_loopback(port, 64);
+      if (fd < 0)
         _exit(91);
       if (write(ready[1], "r", 1) != 1)
         _exit(92);
