@@ -220,6 +220,25 @@ static __always_inline void emit_conn_fail(const struct sock *sk, struct conn_in
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Had the upstream answered the last request when its FIN came? A fresh connection: any data
+ * (data_segs_in, not bytes_received: the FIN itself counts as a received byte). A reused keepalive
+ * connection has data from earlier responses: then the request is unanswered when nginx sent data
+ * after the last data it received (lsndtime, icsk_ack.lrcvtime: jiffies, data segments only). A
+ * request sent in the same jiffy as the previous response reads as answered: no record, and the
+ * correlator reports the record missing rather than guessing; an idle connection the upstream
+ * closes (nginx's keepalive cache) is answered, so it never looks like a failure. */
+static __always_inline bool answered_before_fin(const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u32 sent, received;
+
+	if (BPF_CORE_READ(tp, data_segs_in) == 0)
+		return false;
+	sent = BPF_CORE_READ(tp, lsndtime);
+	received = BPF_CORE_READ((const struct inet_connection_sock *)sk, icsk_ack.lrcvtime);
+	return (__s32)(sent - received) <= 0;
+}
+
 /* Decide at close whether the connection failed, and how. The common case (a
  * normal close) reads one field; errors are read only on the failure paths.
  * Fields of struct sock itself are plain (CO-RE relocated) loads from the
@@ -256,8 +275,7 @@ static __always_inline void conn_closed(const struct sock *sk, struct conn_info 
 		emit_conn_fail(sk, ci, WHY502_FAIL_RST_ESTABLISHED, ci->reset_state, bpf_ktime_get_boot_ns());
 		return;
 	}
-	/* data_segs_in, not bytes_received: the FIN itself counts as a received byte. */
-	if (ci->ts_fin_received && BPF_CORE_READ((const struct tcp_sock *)sk, data_segs_in) == 0)
+	if (ci->ts_fin_received && !answered_before_fin(sk))
 		emit_conn_fail(sk, ci, WHY502_FAIL_FIN_BEFORE_DATA, oldstate, bpf_ktime_get_boot_ns());
 }
 

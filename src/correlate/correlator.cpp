@@ -164,6 +164,7 @@ struct Correlator::Impl {
     std::optional<int> status;
     bool access_seen = false;
     std::optional<Verdict::Request> access_request; // from the access line when the error line lacks it
+    std::optional<int64_t> started_ns, ended_ns;    // from the access line's $msec and $request_time
   };
 
   // The join's two sides, per (worker, upstream, kind).
@@ -440,7 +441,8 @@ struct Correlator::Impl {
   }
 
   void form(std::vector<AttemptP> group, std::optional<int> status, bool access_seen,
-            std::optional<Verdict::Request> access_request = std::nullopt) {
+            std::optional<Verdict::Request> access_request = std::nullopt,
+            std::optional<int64_t> started_ns = std::nullopt, std::optional<int64_t> ended_ns = std::nullopt) {
     if (group.empty())
       return;
     // The attempts left the indexes' fronts as taken; prune both buckets of the first one.
@@ -460,6 +462,8 @@ struct Correlator::Impl {
     r.status = status;
     r.access_seen = access_seen;
     r.access_request = std::move(access_request);
+    r.started_ns = started_ns;
+    r.ended_ns = ended_ns;
     to_decide.push_back(std::move(r));
   }
 
@@ -525,6 +529,8 @@ struct Correlator::Impl {
     in.kernel = last.kfail ? &last.kfail->ev : nullptr;
     in.kernel_fail_ns = last.kfail ? last.kfail->fail_ns : 0;
     in.kernel_record_missing = last.missing;
+    in.request_start_ns = r.started_ns;
+    in.request_end_ns = r.ended_ns;
     Verdict v = decide(in, facts, opts);
     v.nginx_pid = uint32_t(last.line->pid);
     v.status = r.status;
@@ -853,7 +859,14 @@ void Correlator::add_access_line(const nginx::AccessLogLine &line, int64_t wall_
     std::optional<Verdict::Request> req;
     if (!line.request.empty() || !line.remote_addr.empty())
       req = Verdict::Request{line.remote_addr, line.request, line.host};
-    m.form(std::move(group), line.status, true, std::move(req));
+    // $msec (milliseconds) times the request's end precisely; $request_time its start.
+    std::optional<int64_t> started, ended;
+    if (line.time_ms) {
+      ended = *line.time_ms * 1000000;
+      if (line.request_time)
+        started = *ended - int64_t(*line.request_time * 1e9);
+    }
+    m.form(std::move(group), line.status, true, std::move(req), started, ended);
     return;
   }
   if (failed != 0 && m.closes_decided(line.remote_addr, line.request, pid))

@@ -420,11 +420,19 @@ std::optional<Facts::Death> Facts::death_of(const std::map<uint32_t, std::string
       continue;
     if (rank == 3)
       exit = exit_after(pid, e.wall_ns);
-    // Higher rank wins; among equals the latest (closest to the failure).
-    if (rank > best_rank || (rank == best_rank && best && e.wall_ns >= best->cause->wall_ns)) {
-      best = Death{&e, exit, pid, comm};
-      best_rank = rank;
+    // The most recent death wins: an owner that died earlier was replaced by the one that died
+    // later (a crash loop kills several owners in turn). Records of one process's death (OOM kill,
+    // then its SIGKILL, then its exit) describe the same death: the most telling one names it.
+    const int64_t dead_ns = exit ? exit->wall_ns : e.wall_ns;
+    if (!best || pid != best->pid) {
+      const int64_t best_dead_ns = best ? (best->exit ? best->exit->wall_ns : best->cause->wall_ns) : INT64_MIN;
+      if (dead_ns < best_dead_ns)
+        continue;
+    } else if (rank < best_rank || (rank == best_rank && e.wall_ns < best->cause->wall_ns)) {
+      continue;
     }
+    best = Death{&e, exit, pid, comm};
+    best_rank = rank;
   }
   return best;
 }
@@ -472,7 +480,17 @@ struct Context {
   int64_t fail_ns;
   // Where every evidence window ends (causality): the failure plus its clock's granularity.
   int64_t window_end() const {
-    return fail_ns + (in.kernel ? kKernelClockGranularityNs : kNginxClockGranularityNs);
+    if (in.kernel)
+      return fail_ns + kKernelClockGranularityNs;
+    int64_t end = fail_ns + kNginxClockGranularityNs;
+    if (in.request_end_ns)
+      end = std::min(end, *in.request_end_ns + kAccessClockGranularityNs);
+    return end;
+  }
+  // Where a log-only attempt's connection may have started: with the request (its access line),
+  // else `fallback` before nginx's line.
+  int64_t log_only_start(int64_t fallback_ns) const {
+    return in.request_start_ns ? *in.request_start_ns - kAccessClockGranularityNs : fail_ns - fallback_ns;
   }
 };
 
@@ -500,6 +518,13 @@ bool death_rule(Context &c, bool refused, int64_t conn_start_ns) {
   // not its cause. The dying process itself may still show in a sample taken between the fatal
   // signal and its exit; that does not count.
   const int64_t dead_ns = death->exit ? death->exit->wall_ns : death->cause->wall_ns;
+  // A connection that started after its server had died was not served by it (it reached a
+  // successor, or was refused): the death must end within the connection's life. The fatal signal
+  // may come earlier (a SIGTERM'd server finishing its requests); the exit may not, except for the
+  // moment between sched_process_exit and the dying task closing its files, when its listener
+  // still accepts.
+  if (!refused && dead_ns < conn_start_ns - kExitClosesFilesNs)
+    return false;
   if (c.facts.listened_by_another(up, death->pid, dead_ns, c.window_end()))
     return false;
   int64_t dt = c.fail_ns - death->cause->wall_ns;
@@ -708,7 +733,7 @@ void log_only_rules(Context &c, const nginx::ErrorLogLine &line) {
     return;
   case F::timed_out_reading:
   case F::timed_out_sending:
-    if (death_rule(c, false, c.fail_ns - 600 * kSecond))
+    if (death_rule(c, false, c.log_only_start(600 * kSecond)))
       return;
     c.v.cause = cause::kNoKernelFault;
     c.v.summary = "the upstream " + up + " accepted the connection but was silent until nginx's timeout";
@@ -718,7 +743,7 @@ void log_only_rules(Context &c, const nginx::ErrorLogLine &line) {
   case F::recv_failed:
   case F::readv_failed:
   case F::send_failed:
-    if (death_rule(c, false, c.fail_ns - 60 * kSecond))
+    if (death_rule(c, false, c.log_only_start(60 * kSecond)))
       return;
     if (line.failure == F::prematurely_closed) {
       c.v.cause = cause::kClosedEarly;

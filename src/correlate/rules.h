@@ -22,9 +22,18 @@ namespace why502 {
 inline constexpr int64_t kKernelClockGranularityNs = 1000000;
 // - only nginx's line: nginx stamps it with its cached second, so the failure lies in that second;
 inline constexpr int64_t kNginxClockGranularityNs = 1000000000;
+// - the access line's $msec: nginx's cached time (updated after each epoll wait, so at or after the
+//   kernel event that woke the worker), in milliseconds. When the request's access line has it, a
+//   log-only attempt failed by then: the window ends there instead of at the end of the error
+//   line's second. (`timer_resolution` would make the cache coarser; it is rarely set on proxies.)
+inline constexpr int64_t kAccessClockGranularityNs = 1000000;
 // - host samples (listen queues, listeners): taken every 0.5 s and at each failure (at most every
 //   100 ms); a sample up to one period after the failure is the queue as the failure met it.
 inline constexpr int64_t kSampleGranularityNs = 500000000;
+// A dying task's exit record (sched_process_exit) comes just before it closes its files (do_exit:
+// exit_files), so its listener may accept a connection in between: microseconds, bounded generously
+// for a loaded host.
+inline constexpr int64_t kExitClosesFilesNs = 50000000;
 
 nlohmann::json evidence_json(const KernelEvent &ev);
 
@@ -84,7 +93,8 @@ public:
     uint32_t pid = 0;
     std::string comm;
   };
-  // The most telling death (OOM > fatal signal > exit) of one of `pids` in [from_ns, to_ns].
+  // The latest death of one of `pids` in [from_ns, to_ns], named by its most telling record
+  // (OOM > fatal signal > exit).
   std::optional<Death> death_of(const std::map<uint32_t, std::string> &pids, int64_t from_ns, int64_t to_ns) const;
 
   std::vector<const KernelEvent *> netfilter_drops(const ConnFail &c, int64_t from_ns, int64_t to_ns) const;
@@ -123,6 +133,9 @@ struct RuleInput {
   const KernelEvent *kernel = nullptr; // the kernel's record of the attempt, if any
   int64_t kernel_fail_ns = 0;          // when the kernel saw it fail (RST/FIN arrival, else the record)
   bool kernel_record_missing = false;  // nginx's line called for a kernel record that never came
+  // The request's life from its access line ($msec, $request_time), when the format has them: every
+  // attempt started after request_start_ns and failed by request_end_ns.
+  std::optional<int64_t> request_start_ns, request_end_ns;
 };
 
 // Names the most specific cause the facts prove. Fills cause, summary, upstream,
