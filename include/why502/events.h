@@ -26,6 +26,7 @@ enum why502_event_kind {
 	WHY502_EV_EXIT = 7,        /* host: a process (thread group) exited */
 	WHY502_EV_WATCH = 8,       /* a process entered the watched set (fork or exec) */
 	WHY502_EV_LISTEN_CHANGE = 9, /* host: a TCP socket started or stopped listening */
+	WHY502_EV_UNIX_LISTENER_EXIT = 10, /* host: a dying process held a listening unix socket */
 };
 
 /* Why a watched connection was reported. */
@@ -193,13 +194,30 @@ struct why502_listen_change {
 	__u8 pad[6];
 };
 
+/* Unix sockets have no state tracepoint: when a process's last thread exits (sched_process_exit,
+ * before the task closes its files), its descriptor table is walked for listening AF_UNIX sockets,
+ * one record each. So the owner of a unix upstream is known from the kernel at its death, however
+ * short its life. */
+struct why502_unix_listener_exit {
+	struct why502_header hdr;
+	__u32 pid;        /* tgid of the dying process */
+	__u32 fd;         /* the descriptor it held the listener on */
+	char comm[WHY502_COMM_LEN];
+	__u64 inode;      /* socket inode: the same number /proc/net/unix shows */
+	__u32 netns;      /* inode of the socket's network namespace */
+	__u16 path_len;   /* bytes of path (sun_path); abstract names start with a NUL */
+	__u16 pad;
+	char path[WHY502_UNIX_PATH_LEN];
+};
+
 /* Per-CPU loss counters: index into the `drop_counters` percpu array. */
 enum why502_loss_site {
 	WHY502_LOSS_RINGBUF = 0,   /* bpf_ringbuf_reserve failed: userspace too slow */
 	WHY502_LOSS_CONN_MAP = 1,  /* no socket storage for a new connection (memory) */
 	WHY502_LOSS_WATCH_MAP = 2, /* watched-process map full */
 	WHY502_LOSS_RATE_LIMIT = 3, /* host-wide record suppressed by the rate limit */
-	WHY502_LOSS_SITES = 4,
+	WHY502_LOSS_FD_WALK = 4,   /* a dying process had more descriptors than the walk reads */
+	WHY502_LOSS_SITES = 5,
 };
 
 #endif /* WHY502_EVENTS_H */

@@ -111,8 +111,20 @@ struct ListenChange {
   bool exiting = false;
 };
 
+// Host-wide: a process whose last thread was exiting still held a listening unix socket (read from
+// its descriptor table before it closed its files). Unix sockets have no state tracepoint: this is
+// how the kernel names a unix upstream's owner at its death, however short its life.
+struct UnixListenerExit {
+  uint32_t pid = 0;
+  uint32_t fd = 0;
+  std::string comm;
+  std::string address; // "unix:/run/app.sock"; abstract names "unix:@name"
+  uint64_t inode = 0;  // the socket's inode, as /proc/net/unix shows it
+  uint32_t netns = 0;
+};
+
 using KernelRecord = std::variant<ConnFail, SyscallErr, PacketDrop, ResetSent, OomVictim, FatalSignal, ProcessExit,
-                                  WatchStart, ListenChange>;
+                                  WatchStart, ListenChange, UnixListenerExit>;
 
 struct KernelEvent {
   uint64_t boot_ns = 0; // CLOCK_BOOTTIME

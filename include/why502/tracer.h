@@ -43,6 +43,9 @@ struct LossCounters {
   uint64_t watch_map_full = 0;
   uint64_t host_rate_limited = 0;
   uint64_t undecodable = 0; // userspace: records the decoder rejected
+  // Dying processes whose descriptor table was larger than the unix-listener walk reads (its
+  // listeners past the cap may be missed; not a lost record, so not in total()).
+  uint64_t fd_walks_capped = 0;
   uint64_t total() const {
     return ringbuf_full + conn_map_full + watch_map_full + host_rate_limited + undecodable;
   }

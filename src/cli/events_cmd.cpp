@@ -23,7 +23,8 @@ nlohmann::json stats_json(const LossCounters &l, uint64_t events) {
           {"lost_conn_map_full", l.conn_map_full},
           {"lost_watch_map_full", l.watch_map_full},
           {"lost_host_rate_limited", l.host_rate_limited},
-          {"lost_undecodable", l.undecodable}};
+          {"lost_undecodable", l.undecodable},
+          {"fd_walks_capped", l.fd_walks_capped}};
 }
 
 void warn_degraded(const Tracer &tracer) {

@@ -26,6 +26,7 @@ constexpr size_t kMaxVerdicts = 2000;
 // the history window (a crash loop restarting every 100 ms fills 8192 in ~14 minutes).
 constexpr size_t kMaxOpenSpans = 8192;
 constexpr size_t kMaxClosedSpans = 8192;
+constexpr size_t kMaxOwnership = 8192; // (listener, owner set) spans from samples and unix exits
 
 template <typename T> void cap(std::deque<T> &d, size_t n) {
   while (d.size() > n)
@@ -133,6 +134,15 @@ void Facts::add_kernel(const KernelEvent &ev) {
     cap(drops_, kMaxDrops);
   } else if (const auto *l = std::get_if<ListenChange>(&ev.record)) {
     add_listen_change(ev, *l);
+  } else if (const auto *u = std::get_if<UnixListenerExit>(&ev.record)) {
+    // The kernel saw this process hold the unix listener as it died: an owner, as a sample would
+    // have shown it, however short its life. (Whether the listener lives on in another holder, a
+    // pool's master, the samples tell; a unix listen() has no tracepoint.)
+    ownership_.push_back({u->address, {{u->pid, u->comm}}, ev.wall_ns, ev.wall_ns});
+    if (ownership_.size() > kMaxOwnership) {
+      ownership_.erase(ownership_.begin());
+      ++spans_evicted_;
+    }
   }
 }
 
@@ -186,6 +196,10 @@ void Facts::add_sample(const HostSample &s) {
       open->last_ns = s.wall_ns;
     } else {
       ownership_.push_back({l.address, owners, s.wall_ns, s.wall_ns});
+      if (ownership_.size() > kMaxOwnership) {
+        ownership_.erase(ownership_.begin());
+        ++spans_evicted_;
+      }
     }
   }
   // Kept in time order (the binary searches below rely on it).

@@ -24,6 +24,8 @@ static_assert(sizeof(why502_signal) % 8 == 0);
 static_assert(sizeof(why502_exit) % 8 == 0);
 static_assert(sizeof(why502_listen_change) == 88);
 static_assert(offsetof(why502_listen_change, addr) == 56);
+static_assert(sizeof(why502_unix_listener_exit) == 176);
+static_assert(offsetof(why502_unix_listener_exit, path) == 64);
 
 namespace why502 {
 
@@ -55,6 +57,14 @@ std::string addr_string(int family, const uint8_t *bytes) {
 // from here on, so every sink can print them.
 std::string comm_string(const char *comm, size_t len) {
   return base::valid_utf8(std::string_view(comm, strnlen(comm, len)));
+}
+
+// sun_path as /proc/net/unix shows it: a filesystem path up to its NUL, an abstract name (leading
+// NUL, then any bytes of the given length) as "@name".
+std::string unix_path_string(const char *path, size_t len) {
+  if (len > 0 && path[0] == '\0')
+    return "@" + base::valid_utf8(std::string_view(path + 1, len - 1));
+  return comm_string(path, len);
 }
 
 int family_number(uint16_t af) { return af == AF_INET6 ? 6 : 4; }
@@ -138,6 +148,7 @@ std::string_view event_name(const KernelRecord &r) {
     std::string_view operator()(const ProcessExit &) const { return "process_exit"; }
     std::string_view operator()(const WatchStart &) const { return "watch"; }
     std::string_view operator()(const ListenChange &) const { return "listen_change"; }
+    std::string_view operator()(const UnixListenerExit &) const { return "unix_listener_exit"; }
   };
   return std::visit(Names{}, r);
 }
@@ -362,6 +373,20 @@ std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::st
     ev.record = std::move(l);
     break;
   }
+  case WHY502_EV_UNIX_LISTENER_EXIT: {
+    const auto *r = view<why502_unix_listener_exit>(bytes);
+    if (!r)
+      return truncated("unix_listener_exit");
+    UnixListenerExit u;
+    u.pid = r->pid;
+    u.fd = r->fd;
+    u.comm = comm_string(r->comm, sizeof(r->comm));
+    u.address = "unix:" + unix_path_string(r->path, std::min<size_t>(r->path_len, sizeof(r->path)));
+    u.inode = r->inode;
+    u.netns = r->netns;
+    ev.record = std::move(u);
+    break;
+  }
   default:
     *error = "unknown record kind " + std::to_string(hdr->kind);
     return std::nullopt;
@@ -519,6 +544,14 @@ struct ToJson {
     j["listening"] = l.listening;
     j["exiting"] = l.exiting;
   }
+  void operator()(const UnixListenerExit &u) const {
+    j["pid"] = u.pid;
+    j["fd"] = u.fd;
+    j["comm"] = u.comm;
+    j["local"] = u.address;
+    j["inode"] = u.inode;
+    j["netns"] = u.netns;
+  }
 };
 
 } // namespace
@@ -668,6 +701,15 @@ std::optional<KernelEvent> event_from_json(const json &j, std::string *error) {
       l.listening = j.at("listening");
       l.exiting = j.at("exiting");
       ev.record = std::move(l);
+    } else if (name == "unix_listener_exit") {
+      UnixListenerExit u;
+      u.pid = j.at("pid");
+      u.fd = j.at("fd");
+      u.comm = j.at("comm");
+      u.address = j.at("local");
+      u.inode = j.at("inode");
+      u.netns = j.value("netns", 0u);
+      ev.record = std::move(u);
     } else {
       *error = "unknown event \"" + name + "\"";
       return std::nullopt;

@@ -506,6 +506,7 @@ LossCounters Tracer::losses() const {
   out.conn_map_full = sum(WHY502_LOSS_CONN_MAP);
   out.watch_map_full = sum(WHY502_LOSS_WATCH_MAP);
   out.host_rate_limited = sum(WHY502_LOSS_RATE_LIMIT);
+  out.fd_walks_capped = sum(WHY502_LOSS_FD_WALK);
   out.undecodable = impl_->undecodable;
   return out;
 }

@@ -288,3 +288,48 @@ TEST(Decode, NonUtf8CommBecomesReplacementCharacters) {
   // valid UTF-8 now, so a plain dump() works; the ESC is JSON-escaped
   EXPECT_EQ(to_json(*ev).at("comm").dump(), "\"\xEF\xBF\xBD\xEF\xBF\xBD\\u001b[2J\"");
 }
+
+TEST(Decode, UnixListenerExitPathAbstractNameAndJson) {
+  why502_unix_listener_exit r = {};
+  r.hdr.kind = WHY502_EV_UNIX_LISTENER_EXIT;
+  r.hdr.flags = WHY502_FLAG_HOST;
+  r.hdr.ts_ns = 700;
+  r.pid = 5150;
+  r.fd = 3;
+  strcpy(r.comm, "php-fpm");
+  r.inode = 81234;
+  r.netns = 4026531840u;
+  const char path[] = "/run/php/fpm.sock";
+  memcpy(r.path, path, sizeof(path));
+  r.path_len = sizeof(path); // the kernel's length may count the NUL: it stops at the first
+  std::string err;
+  auto ev = decode_record(bytes(r), &err);
+  ASSERT_TRUE(ev) << err;
+  EXPECT_TRUE(ev->host);
+  EXPECT_EQ(event_name(ev->record), "unix_listener_exit");
+  auto u = std::get<UnixListenerExit>(ev->record);
+  EXPECT_EQ(u.pid, 5150u);
+  EXPECT_EQ(u.fd, 3u);
+  EXPECT_EQ(u.comm, "php-fpm");
+  EXPECT_EQ(u.address, "unix:/run/php/fpm.sock");
+  EXPECT_EQ(u.inode, 81234u);
+  EXPECT_EQ(u.netns, 4026531840u);
+  // JSON out and back: every field.
+  auto back = event_from_json(to_json(*ev), &err);
+  ASSERT_TRUE(back) << err;
+  auto u2 = std::get<UnixListenerExit>(back->record);
+  EXPECT_EQ(u2.address, u.address);
+  EXPECT_EQ(u2.inode, u.inode);
+  EXPECT_EQ(u2.fd, u.fd);
+  EXPECT_EQ(u2.netns, u.netns);
+  // An abstract name: a leading NUL, then exactly path_len - 1 bytes (NULs inside are bytes too).
+  std::memset(r.path, 0, sizeof(r.path));
+  memcpy(r.path + 1, "app", 3);
+  r.path_len = 4;
+  EXPECT_EQ(std::get<UnixListenerExit>(decode_record(bytes(r), &err)->record).address, "unix:@app");
+  // A path_len past the buffer is clamped, never read beyond it.
+  r.path_len = 60000;
+  EXPECT_TRUE(decode_record(bytes(r), &err));
+  EXPECT_FALSE(decode_record(bytes(r).first(sizeof(r) - 8), &err));
+  EXPECT_NE(err.find("truncated unix_listener_exit"), std::string::npos);
+}

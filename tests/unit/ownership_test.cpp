@@ -185,3 +185,79 @@ TEST(Ownership, HistoryIsBoundedAndEvictionsAreCounted) {
   EXPECT_EQ(f.listen_spans("127.0.0.1:80", 0, INT64_MAX).size(), 1u);
   EXPECT_EQ(f.ownership_evicted(), 9000u - 8192u);
 }
+
+namespace {
+
+KernelEvent unix_listener_exit(int64_t wall_ns, uint32_t pid, const std::string &comm, const std::string &address) {
+  UnixListenerExit u;
+  u.pid = pid;
+  u.comm = comm;
+  u.address = address;
+  u.inode = 777;
+  KernelEvent ev;
+  ev.wall_ns = wall_ns;
+  ev.boot_ns = uint64_t(wall_ns - 1000 * kSec);
+  ev.host = true;
+  ev.record = u;
+  return ev;
+}
+
+KernelEvent sigkill_exit(int64_t wall_ns, uint32_t pid, const std::string &comm) {
+  ProcessExit x;
+  x.pid = pid;
+  x.comm = comm;
+  x.signal = 9;
+  KernelEvent ev;
+  ev.wall_ns = wall_ns;
+  ev.boot_ns = uint64_t(wall_ns - 1000 * kSec);
+  ev.host = true;
+  ev.record = x;
+  return ev;
+}
+
+} // namespace
+
+// A unix upstream that lived between two samples: only the kernel's walk of its descriptors at its
+// death names it, and the death rule finds that death.
+TEST(Ownership, AUnixListenerHeldAtDeathOwnsThePathWithNoSample) {
+  Facts f;
+  f.add_sample(sample(kT));
+  f.add_kernel(sigkill_exit(kT + 300 * kMs, 4321, "gunicorn"));
+  f.add_kernel(unix_listener_exit(kT + 300 * kMs, 4321, "gunicorn", "unix:/run/app.sock"));
+  f.add_sample(sample(kT + kSec));
+
+  auto owners = f.owners_of("unix:/run/app.sock", kT + 400 * kMs);
+  ASSERT_EQ(owners.size(), 1u);
+  EXPECT_EQ(owners.at(4321), "gunicorn");
+  EXPECT_TRUE(f.owners_of("unix:/run/other.sock", kT + 400 * kMs).empty());
+  EXPECT_TRUE(f.owners_of("127.0.0.1:80", kT + 400 * kMs).empty());
+  // Causality: before its death record came, nothing was known.
+  EXPECT_TRUE(f.owners_of("unix:/run/app.sock", kT + 200 * kMs).empty());
+
+  auto death = f.death_of(owners, kT, kT + 400 * kMs);
+  ASSERT_TRUE(death);
+  EXPECT_EQ(death->pid, 4321u);
+}
+
+// Two owners of one port died in turn (an OOM kill, then a SIGKILL of its successor): the failure
+// after the second death is the second's, however telling the first record was.
+TEST(Ownership, TheLatestDeathOfTheOwnersNamesTheFailure) {
+  Facts f;
+  OomVictim o;
+  o.pid = 100;
+  o.comm = "app";
+  KernelEvent oom;
+  oom.wall_ns = kT;
+  oom.record = o;
+  f.add_kernel(oom);
+  f.add_kernel(sigkill_exit(kT + 10 * kMs, 100, "app"));
+  f.add_kernel(sigkill_exit(kT + 5 * kSec, 200, "app"));
+  auto death = f.death_of({{100, "app"}, {200, "app"}}, 0, kT + 6 * kSec);
+  ASSERT_TRUE(death);
+  EXPECT_EQ(death->pid, 200u);
+  // Before the second death, the first (its OOM record, the most telling of that death) names it.
+  death = f.death_of({{100, "app"}, {200, "app"}}, 0, kT + 1 * kSec);
+  ASSERT_TRUE(death);
+  EXPECT_EQ(death->pid, 100u);
+  EXPECT_TRUE(std::holds_alternative<OomVictim>(death->cause->record));
+}
