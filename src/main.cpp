@@ -1,5 +1,6 @@
 // why502: thin main over libwhy502. Parses options, calls one subcommand, and
 // turns every unrecoverable error into one line on stderr and a non-zero exit.
+#include <malloc.h>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -55,6 +56,10 @@ constexpr long long kMaxTraceBytes = 1LL << 50;      // 1 PiB
 
 int main(int argc, char **argv) {
   using namespace why502;
+  // A few threads (ring-buffer reader, log tailers, host sampler) allocate in a storm; glibc would
+  // give each its own arena, whose freed pages stay resident. Two arenas keep the peak near what the
+  // correlator really holds (the storm scenario bounds the whole process's VmHWM).
+  mallopt(M_ARENA_MAX, 2);
   CLI::App app{"why502: names the kernel-level root cause of each failed nginx upstream attempt (502/504)"};
   // One line per mistake (CLI11's default adds a second, "Run with --help ..."); exit codes stay
   // CLI11's (105 for a value that fails its check, 106 for one it cannot convert).
