@@ -46,6 +46,31 @@ struct {
 	__uint(max_entries, 4 * 1024 * 1024);
 } events SEC(".maps");
 
+/* Never created, read or written (the loader turns off its autocreate): its value type keeps every
+ * ABI struct of events.h in this object's BTF, so the C++ side checks each struct's size and field
+ * offsets against what clang laid out here (tests/unit/abi_layout_test.cpp), as Tetragon's
+ * alignchecker does. A struct added to events.h is added here. */
+struct why502_abi_types {
+	struct why502_header header;
+	struct why502_tuple tuple;
+	struct why502_conn_fail conn_fail;
+	struct why502_syscall_err syscall_err;
+	struct why502_drop drop;
+	struct why502_reset_sent reset_sent;
+	struct why502_oom_victim oom_victim;
+	struct why502_signal signal;
+	struct why502_exit exit;
+	struct why502_watch watch;
+	struct why502_listen_change listen_change;
+	struct why502_unix_listener_exit unix_listener_exit;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct why502_abi_types);
+} abi_types SEC(".maps");
+
 /* TGIDs whose connections we follow; kept across fork in the kernel. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/time.h"
 #include "base/output_file.h"
 #include "base/target_fs.h"
 #include "base/text.h"
@@ -24,12 +25,6 @@ namespace why502::cli {
 using nlohmann::json;
 
 namespace {
-
-int64_t wall_now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // How often logs are read; verdicts wait seconds for their log lines anyway.
 constexpr int64_t kLogDrainIntervalNs = 200000000;
@@ -192,7 +187,7 @@ struct Watcher::Impl {
       kernel_cb(ev);
     // Queue depths matter at the moment of failure: sample now (at most every 100 ms).
     if (is_failure(ev) && ev.wall_ns - last_sample_ns > 100000000)
-      sample(wall_now_ns());
+      sample(base::wall_clock_ns());
   }
 
   // Lines read but not fed yet, as raw text (a parsed line is ten times larger). Fed within a time
@@ -275,7 +270,7 @@ struct Watcher::Impl {
       if (auto l = t->parser.parse(text, access_stats)) {
         if (l->pid)
           l->pid = host_pid(*l->pid);
-        int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : wall_now_ns();
+        int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : base::wall_clock_ns();
         correlator->add_access_line(*l, when);
         if (access_cb)
           access_cb(*l, when);
@@ -301,7 +296,7 @@ struct Watcher::Impl {
   }
 
   void arm_syscall_probes() {
-    last_syscall_need_ns = wall_now_ns();
+    last_syscall_need_ns = base::wall_clock_ns();
     if (tracer->arm_syscall_probes())
       spdlog::info("syscall probes armed: nginx reported a connect()/socket() failure");
   }
@@ -397,7 +392,7 @@ Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
     fo.group = opts.output_group;
     m.capture = std::make_unique<base::OutputFile>(opts.capture_path, fo);
   }
-  m.sample(wall_now_ns());
+  m.sample(base::wall_clock_ns());
 }
 
 Watcher::~Watcher() = default;
@@ -415,7 +410,7 @@ std::vector<Verdict> Watcher::step(int timeout_ms) {
   poll(&pfd, 1, timeout_ms); // EINTR is fine: the caller checks its stop flag
 
   m.tracer->poll(0, [&](const KernelEvent &ev) { m.on_kernel(ev); });
-  int64_t now = wall_now_ns();
+  int64_t now = base::wall_clock_ns();
   if (now - m.last_drain_ns >= kLogDrainIntervalNs) {
     m.last_drain_ns = now;
     m.drain_logs(kLogPassBudgetNs);
@@ -478,7 +473,7 @@ json Watcher::start_json() const {
   for (const auto &[p, t] : m.access_tails)
     accesses.push_back({{"path", p}, {"format", t.format_name}});
   return {{"type", "start"},
-          {"time", format_wall_time(wall_now_ns())},
+          {"time", base::format_wall_time(base::wall_clock_ns())},
           {"nginx", masters},
           {"error_logs", errors},
           {"access_logs", accesses},

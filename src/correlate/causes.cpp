@@ -6,6 +6,8 @@
 
 namespace why502 {
 
+static_assert(names_are_unique<JoinKind>());
+
 namespace {
 
 using K = JoinKind;
@@ -42,20 +44,6 @@ RecordKind kind_of_errno(int err) {
 }
 
 } // namespace
-
-std::string_view join_kind_name(JoinKind k) {
-  switch (k) {
-  case K::RstEstablished: return "rst_established";
-  case K::FinBeforeData: return "fin_before_data";
-  case K::FinThenRst: return "fin_then_rst";
-  case K::Refused: return "refused";
-  case K::SynTimeout: return "syn_timeout";
-  case K::Unreachable: return "unreachable";
-  case K::IcmpUnknown: return "icmp_error";
-  case K::Syscall: return "syscall_errno";
-  }
-  return "?";
-}
 
 std::span<const ErrnoCause> errno_causes() { return kTable; }
 

@@ -27,7 +27,13 @@ enum class JoinKind {
   IcmpUnknown,    // ICMP error whose errno nginx consumed before close: 111 or 113/101
   Syscall,        // connect()/socket() returned this errno: the record carries it (11, 99, 1/13, 24, ...)
 };
-std::string_view join_kind_name(JoinKind k);
+template <> struct EnumNames<JoinKind> {
+  static constexpr std::pair<JoinKind, std::string_view> table[] = {
+      {JoinKind::RstEstablished, "rst_established"}, {JoinKind::FinBeforeData, "fin_before_data"},
+      {JoinKind::FinThenRst, "fin_then_rst"},         {JoinKind::Refused, "refused"},
+      {JoinKind::SynTimeout, "syn_timeout"},          {JoinKind::Unreachable, "unreachable"},
+      {JoinKind::IcmpUnknown, "icmp_error"},          {JoinKind::Syscall, "syscall_errno"}};
+};
 
 // Which probe reports an errno as a syscall record (armed on demand).
 enum class SyscallProbe {

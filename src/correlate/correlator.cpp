@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "base/time.h"
 #include "correlate/causes.h"
 #include "correlate/rules.h"
 
@@ -104,7 +105,7 @@ json to_json(const Verdict &v) {
   json j;
   j["type"] = "verdict";
   j["id"] = v.id;
-  j["time"] = format_wall_time(v.wall_ns);
+  j["time"] = base::format_wall_time(v.wall_ns);
   j["cause"] = v.cause;
   j["summary"] = v.summary;
   j["upstream"] = v.upstream;
@@ -544,7 +545,7 @@ struct Correlator::Impl {
     for (size_t i = 0; i + 1 < r.attempts.size(); ++i) {
       const Attempt &a = *r.attempts[i];
       json prior = {{"event", "earlier_attempt"},
-                    {"time", format_wall_time(a.line_ns)},
+                    {"time", base::format_wall_time(a.line_ns)},
                     {"upstream", a.line->upstream_address},
                     {"nginx_error", a.line->message}};
       if (a.kfail)
@@ -644,7 +645,7 @@ struct Correlator::Impl {
       ++stats.storms;
       note({{"type", "storm"},
                        {"state", "start"},
-                       {"time", format_wall_time(sec * kSecond)},
+                       {"time", base::format_wall_time(sec * kSecond)},
                        {"verdict_lines_per_second", kVerdictLinesPerSecond},
                        {"summary", "more than " + std::to_string(kVerdictLinesPerSecond) +
                                        " failed requests in one second: from now on, one verdict line per cause, "
@@ -702,8 +703,8 @@ struct Correlator::Impl {
     storm = false;
     note({{"type", "storm"},
                      {"state", "end"},
-                     {"time", format_wall_time(sec * kSecond)},
-                     {"started", format_wall_time(storm_start_sec * kSecond)},
+                     {"time", base::format_wall_time(sec * kSecond)},
+                     {"started", base::format_wall_time(storm_start_sec * kSecond)},
                      {"aggregated_requests", storm_aggregated},
                      {"summary", "per-request verdict lines again"}});
   }

@@ -4,6 +4,7 @@
 // specific kernel fact; then what nginx's own errno proves; else unknown.
 #include "correlate/rules.h"
 
+#include "base/time.h"
 #include "correlate/causes.h"
 
 #include <algorithm>
@@ -56,7 +57,7 @@ std::string human_kb(uint64_t kb) {
 
 json sample_item(const Listener &l, int64_t wall_ns) {
   return {{"event", "listen_queue"},
-          {"time", format_wall_time(wall_ns)},
+          {"time", base::format_wall_time(wall_ns)},
           {"listener", l.address},
           {"depth", l.depth},
           {"max", l.max}};
@@ -345,9 +346,9 @@ Facts::Overflow Facts::overflow_between(const std::string &upstream, int64_t fro
   if (before && after && after->listen_overflows > before->listen_overflows) {
     out.overflows_delta = after->listen_overflows - before->listen_overflows;
     out.evidence.push_back({{"event", "listen_overflows"},
-                            {"time", format_wall_time(after->wall_ns)},
+                            {"time", base::format_wall_time(after->wall_ns)},
                             {"delta", out.overflows_delta},
-                            {"since", format_wall_time(before->wall_ns)}});
+                            {"since", base::format_wall_time(before->wall_ns)}});
   }
   return out;
 }
@@ -661,7 +662,7 @@ bool errno_rule(Context &c, int err, const std::string &how, bool from_kernel) {
 
 void syscall_rules(Context &c, const SyscallErr &s) {
   const std::string &up = c.v.upstream;
-  std::string call = std::string(syscall_name(s.syscall)) + "() failed with " + errno_name(s.err);
+  std::string call = std::string(enum_name(s.syscall)) + "() failed with " + errno_name(s.err);
   if (errno_rule(c, s.err, call, true))
     return;
   c.v.cause = cause::kUnknown;
@@ -793,10 +794,10 @@ void note_missing_record(Context &c, const nginx::ErrorLogLine &line) {
   json expected = json::array();
   auto kinds = line_kinds(line);
   for (int i = 0; i < kinds.n; ++i)
-    expected.push_back(std::string(join_kind_name(kinds.kinds[i].kind)) +
+    expected.push_back(std::string(enum_name(kinds.kinds[i].kind)) +
                        (kinds.kinds[i].err ? ":" + errno_name(kinds.kinds[i].err) : ""));
   c.v.evidence.push_back({{"event", "kernel_record_missing"},
-                          {"time", format_wall_time(c.in.line_ns)},
+                          {"time", base::format_wall_time(c.in.line_ns)},
                           {"expected", expected},
                           {"worker", line.pid},
                           {"upstream", c.v.upstream}});

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/time.h"
 #include "host/listeners.h"
 #include "host/owners.h"
 #include "host/proc_parse.h"
@@ -34,7 +35,7 @@ json to_json(const HostSample &s) {
   }
   return {{"type", "host"},
           {"event", "host_sample"},
-          {"time", format_wall_time(s.wall_ns)},
+          {"time", base::format_wall_time(s.wall_ns)},
           {"listen_overflows", s.listen_overflows},
           {"listen_drops", s.listen_drops},
           {"listeners", listeners}};
@@ -86,7 +87,7 @@ std::optional<HostSample> host_sample_from_json(const json &j, std::string *erro
   HostSample s;
   if (!get_string(j, "time", &time, err, ""))
     return std::nullopt;
-  auto wall = parse_wall_time(time);
+  auto wall = base::parse_wall_time(time);
   if (!wall) {
     *err = "time: not an ISO UTC time: " + time;
     return std::nullopt;
@@ -263,9 +264,7 @@ void HostSampler::set_netns_pid(pid_t pid) {
 HostSample HostSampler::sample() {
   Impl &m = *impl_;
   HostSample s;
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  s.wall_ns = int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  s.wall_ns = base::wall_clock_ns();
 
   std::string dir = host::proc_dir(m.pid);
   struct stat ns;

@@ -22,6 +22,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/time.h"
 #include "why502.skel.h"
 #include "why502/error.h"
 #include "why502/events.h"
@@ -89,12 +90,6 @@ int libbpf_to_spdlog(enum libbpf_print_level level, const char *fmt, va_list arg
     line.pop_back();
   spdlog::debug("libbpf: {}", line);
   return 0;
-}
-
-int64_t clock_ns(clockid_t clk) {
-  timespec ts;
-  clock_gettime(clk, &ts);
-  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
 std::string read_file(const std::string &path) {
@@ -244,7 +239,7 @@ std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs) {
   return probe_with(tracefs);
 }
 
-int64_t current_boot_to_wall_ns() { return clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_BOOTTIME); }
+int64_t current_boot_to_wall_ns() { return base::wall_clock_ns() - base::boot_clock_ns(); }
 
 struct SkeletonDeleter {
   void operator()(why502_bpf *s) const { why502_bpf__destroy(s); }
@@ -352,6 +347,8 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
     strncpy(dst, opts.comms[i].c_str(), WHY502_COMM_LEN - 1);
   }
   skel->rodata->n_comm_filters = opts.comms.size();
+  // Only there for its BTF (the ABI layout check): no kernel map for it.
+  bpf_map__set_autocreate(skel->maps.abi_types, false);
   skel->rodata->host_records_per_sec = opts.host_records_per_sec;
 
   // Leave out what this kernel lacks, so the rest still loads. tracefs is needed only here, for the

@@ -54,6 +54,42 @@ private:
 perfetto::Annotation str(std::string name, std::string value) { return {std::move(name), std::move(value)}; }
 perfetto::Annotation num(std::string name, int64_t value) { return {std::move(name), value}; }
 
+// A kernel record's details, from its field list (the same list its JSON comes from). Step times are
+// left out: they are the slice's shape.
+struct AnnotationWriter {
+  Annotations &a;
+  template <class T> void operator()(const char *key, const T &v, unsigned flags = kFieldRequired) {
+    if (flags & kFieldTiming)
+      return;
+    if constexpr (std::is_same_v<T, Endpoint>)
+      a.push_back(str(key, v.str()));
+    else if constexpr (std::is_enum_v<T>)
+      a.push_back(str(key, std::string(enum_name(v))));
+    else if constexpr (std::is_same_v<T, std::string>)
+      a.push_back(str(key, v));
+    else if constexpr (std::is_same_v<T, bool>)
+      a.push_back({key, v});
+    else if constexpr (std::is_same_v<T, uint64_t>)
+      a.push_back({key, uint64_t{v}});
+    else
+      a.push_back(num(key, int64_t(v)));
+  }
+  void named(const char *key, const int &v, const char *name_key, std::string (*namer)(int),
+             unsigned = kFieldRequired) {
+    a.push_back(num(key, v));
+    if (v)
+      a.push_back(str(name_key, namer(v)));
+  }
+};
+
+template <class Record> Annotations annotations_of(const Record &r) {
+  Annotations a;
+  fields(r, AnnotationWriter{a});
+  return a;
+}
+
+template <class> constexpr bool kNoTrackFor = false;
+
 std::string flow_key(std::string_view event, uint64_t boot_ns, uint64_t cpu) {
   return std::string(event) + "@" + std::to_string(boot_ns) + "/" + std::to_string(cpu);
 }
@@ -319,25 +355,11 @@ struct PerfettoExporter::Impl {
       fail = end;
     fail = std::clamp(fail, begin, end);
 
-    Annotations a{str("remote", remote),
-                  str("local", c.local.str()),
-                  str("failure", std::string(conn_failure_name(c.failure))),
-                  str("last_state", c.last_state),
-                  num("pid", c.pid),
-                  num("tid", c.tid),
-                  str("comm", c.comm),
-                  num("syn_retrans", c.syn_retrans),
-                  num("retrans", c.retrans),
-                  num("bytes_received", int64_t(c.bytes_received)),
-                  num("bytes_acked", int64_t(c.bytes_acked))};
-    if (c.sk_err)
-      a.push_back(str("sk_err", errno_name(c.sk_err)));
-    if (c.conn_id)
-      a.push_back({"conn_id", uint64_t{c.conn_id}});
+    Annotations a = annotations_of(c);
     if (c.ts_established)
       a.push_back(num("connect_ms_x1000", int64_t((c.ts_established - begin) / 1000)));
 
-    const std::string name = remote + " " + std::string(conn_failure_name(c.failure));
+    const std::string name = remote + " " + std::string(enum_name(c.failure));
     const uint64_t track = lane(c.pid, std::max(begin, floor_ts()), std::max(end, floor_ts()));
     if (track) {
       ++st.connection_slices;
@@ -380,46 +402,25 @@ struct PerfettoExporter::Impl {
           if constexpr (std::is_same_v<T, ConnFail>) {
             conn_fail(ev, r, pool(kConnPool));
           } else if constexpr (std::is_same_v<T, SyscallErr>) {
-            Annotations a{str("syscall", std::string(syscall_name(r.syscall))), num("errno", r.err),
-                          str("errno_name", errno_name(r.err)), num("fd", r.fd), str("comm", r.comm)};
-            if (!r.target.empty()) {
-              a.push_back(str("target", r.target));
+            if (!r.target.empty())
               upstream(r.target);
-            }
-            instant(thread(r.pid, r.tid), ev.boot_ns,
-                    std::string(syscall_name(r.syscall)) + "() " + errno_name(r.err), std::move(a), pool(kConnPool));
+            instant(thread(r.pid, r.tid), ev.boot_ns, std::string(enum_name(r.syscall)) + "() " + errno_name(r.err),
+                    annotations_of(r), pool(kConnPool));
           } else if constexpr (std::is_same_v<T, PacketDrop>) {
-            Annotations a{str("src", r.src.str()), str("dst", r.dst.str()),
-                          str("reason", std::string(drop_reason_name(r.reason))),
-                          num("kernel_reason", r.kernel_reason), num("tcp_flags", r.tcp_flags)};
             const uint64_t track = upstream_of(r.dst, r.src);
-            instant(track ? track : host(), ev.boot_ns, "drop " + std::string(drop_reason_name(r.reason)),
-                    std::move(a), pool(track ? kUpstreamFactPool : kStrangerPool));
+            instant(track ? track : host(), ev.boot_ns, "drop " + std::string(enum_name(r.reason)), annotations_of(r),
+                    pool(track ? kUpstreamFactPool : kStrangerPool));
           } else if constexpr (std::is_same_v<T, ResetSent>) {
-            Annotations a{str("src", r.src.str()), str("dst", r.dst.str()), str("state", r.state),
-                          {"has_socket", r.has_socket}};
             const uint64_t track = upstream_of(r.src, r.dst);
-            instant(track ? track : host(), ev.boot_ns, "tcp_send_reset", std::move(a),
+            instant(track ? track : host(), ev.boot_ns, "tcp_send_reset", annotations_of(r),
                     pool(track ? kUpstreamFactPool : kStrangerPool));
           } else if constexpr (std::is_same_v<T, OomVictim>) {
-            Annotations a{num("pid", r.pid),
-                          str("comm", r.comm),
-                          num("uid", r.uid),
-                          num("total_vm_kb", int64_t(r.total_vm_kb)),
-                          num("anon_rss_kb", int64_t(r.anon_rss_kb)),
-                          num("file_rss_kb", int64_t(r.file_rss_kb)),
-                          num("shmem_rss_kb", int64_t(r.shmem_rss_kb))};
-            instant(process(r.pid, r.comm), ev.boot_ns, "oom_kill", std::move(a), pool(kDeathPool));
+            instant(process(r.pid, r.comm), ev.boot_ns, "oom_kill", annotations_of(r), pool(kDeathPool));
           } else if constexpr (std::is_same_v<T, FatalSignal>) {
-            Annotations a{str("signal", signal_name(r.sig)), num("target_pid", r.target_pid),
-                          str("target_comm", r.target_comm),  num("sender_pid", r.sender_pid),
-                          str("sender_comm", r.sender_comm),  num("si_code", r.si_code),
-                          num("result", r.result)};
-            instant(process(r.target_pid, r.target_comm), ev.boot_ns, "signal " + signal_name(r.sig), std::move(a),
+            instant(process(r.target_pid, r.target_comm), ev.boot_ns, "signal " + signal_name(r.sig), annotations_of(r),
                     pool(kDeathPool));
           } else if constexpr (std::is_same_v<T, ProcessExit>) {
-            Annotations a{num("pid", r.pid),       str("comm", r.comm),         num("ppid", r.ppid),
-                          num("exit_code", r.exit_code), num("signal", r.signal), {"core_dumped", r.core_dumped}};
+            Annotations a = annotations_of(r);
             if (r.signal)
               a.push_back(str("signal_name", signal_name(r.signal)));
             // Known processes (nginx, upstream owners, victims) on their own track; others host-wide.
@@ -434,8 +435,18 @@ struct PerfettoExporter::Impl {
               track = host();
             instant(track, ev.boot_ns, "exit " + r.comm, std::move(a), pool(track == host_track ? kStrangerPool : kDeathPool));
           } else if constexpr (std::is_same_v<T, WatchStart>) {
-            instant(worker(r.pid).process, ev.boot_ns, "watch (" + r.via + ")",
-                    {num("pid", r.pid), num("parent_pid", r.parent_pid), str("comm", r.comm)}, {}, "why502");
+            instant(worker(r.pid).process, ev.boot_ns, "watch (" + r.via + ")", annotations_of(r), {}, "why502");
+          } else if constexpr (std::is_same_v<T, ListenChange>) {
+            // Only listeners of upstreams this trace knows: every listen() on the host would be noise.
+            if (upstreams.find(r.local.str()))
+              instant(upstream(r.local.str()), ev.boot_ns, r.listening ? "listen" : "stopped listening",
+                      annotations_of(r), pool(kUpstreamFactPool));
+          } else if constexpr (std::is_same_v<T, UnixListenerExit>) {
+            // The owner of a unix upstream died holding its socket: on the owner's track, like its exit.
+            instant(process(r.pid, r.comm), ev.boot_ns, "exit holding " + r.address, annotations_of(r),
+                    pool(kDeathPool));
+          } else {
+            static_assert(kNoTrackFor<T>, "every kernel record needs a place in the trace");
           }
         },
         ev.record);

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "base/output_file.h"
+#include "base/time.h"
 #include "sinks/perfetto_fields.h"
 #include "sinks/perfetto_proto.h"
 #include "why502/error.h"
@@ -27,18 +28,12 @@ namespace {
 // a crash from losing more than this much of the trace.
 constexpr size_t kFlushThreshold = 64 * 1024;
 
-uint64_t read_clock(clockid_t id) {
-  timespec ts{};
-  clock_gettime(id, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
 ClockReadings read_clocks() {
   // Bracket the REALTIME read with two BOOTTIME reads and take the midpoint,
   // so the pairing error is half the read latency.
-  const uint64_t b0 = read_clock(CLOCK_BOOTTIME);
-  const uint64_t r = read_clock(CLOCK_REALTIME);
-  const uint64_t b1 = read_clock(CLOCK_BOOTTIME);
+  const uint64_t b0 = base::boot_clock_ns();
+  const uint64_t r = base::wall_clock_ns();
+  const uint64_t b1 = base::boot_clock_ns();
   return ClockReadings{b0 + (b1 - b0) / 2, r};
 }
 

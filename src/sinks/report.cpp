@@ -1,5 +1,6 @@
 #include "sinks/report.h"
 
+#include "base/time.h"
 #include "base/text.h"
 
 #include <algorithm>
@@ -27,15 +28,14 @@ std::string clock_time(int64_t wall_ns) {
 std::string evidence_line(const json &e) {
   std::string line;
   if (e.contains("time") && e["time"].is_string())
-    if (auto t = parse_wall_time(e["time"].get<std::string>()))
+    if (auto t = base::parse_wall_time(e["time"].get<std::string>()))
       line += clock_time(*t) + "  ";
   line += escape_terminal(e.value("event", std::string("?")));
-  // Fields a reader needs; timestamps and bookkeeping stay in the JSON.
-  static const char *skip[] = {"time", "event", "boot_ns", "cpu", "host", "type", "ts_syn_sent", "ts_established",
-                               "ts_reset", "ts_fin_received", "ts_error", "ts_close", "conn_id", "kernel"};
+  // Fields a reader needs; the line's header, step times and join keys stay in the JSON.
+  static const char *header[] = {"time", "event", "boot_ns", "cpu", "host", "type", "kernel"};
   for (auto it = e.begin(); it != e.end(); ++it) {
-    bool skipped = false;
-    for (const char *s : skip)
+    bool skipped = is_hidden_detail(it.key());
+    for (const char *s : header)
       skipped |= it.key() == s;
     if (skipped || (it->is_string() && it->get<std::string>().empty()))
       continue;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/time.h"
 #include "why502/events.h"
 #include "why502/kernel_event.h"
 
@@ -260,10 +261,10 @@ TEST(Decode, JsonRejectsMalformedObjects) {
 
 TEST(Decode, WallTimeParsesWhatItFormats) {
   int64_t t = 1764522121000001000;
-  auto s = format_wall_time(t);
+  auto s = base::format_wall_time(t);
   EXPECT_EQ(s, "2025-11-30T17:02:01.000001Z");
-  EXPECT_EQ(parse_wall_time(s), t);
-  EXPECT_FALSE(parse_wall_time("2025-11-30 17:02:01"));
+  EXPECT_EQ(base::parse_wall_time(s), t);
+  EXPECT_FALSE(base::parse_wall_time("2025-11-30 17:02:01"));
 }
 
 TEST(Decode, NamesForHumans) {
