@@ -39,6 +39,12 @@ inline constexpr const char *kFdLimit = "fd_limit";
 inline constexpr const char *kNoLiveUpstreams = "no_live_upstreams";
 inline constexpr const char *kNoKernelFault = "no_kernel_fault";
 inline constexpr const char *kUnknown = "unknown";
+// Every code, once: the cause table (src/correlate/causes.cpp) has one row for each.
+inline constexpr const char *kAll[] = {kNoListener,      kOomKilled,      kKilledBySignal,      kExited,
+                                       kAcceptQueueOverflow, kUnixBacklogFull, kConnectionReset, kClosedEarly,
+                                       kConnectTimeout,  kHostUnreachable, kFirewallDrop,      kConnectDenied,
+                                       kEphemeralPorts,  kFdLimit,        kNoLiveUpstreams,    kNoKernelFault,
+                                       kUnknown};
 } // namespace cause
 
 struct Verdict {

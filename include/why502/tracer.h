@@ -25,13 +25,36 @@ struct TracerOptions {
   bool syscall_probes_on_demand = false;
 };
 
+// The BPF programs of bpf/why502.bpf.c, by name: the tracer's table and the cause table
+// (src/correlate/causes.cpp, which says which causes lose evidence without each) use these.
+namespace program {
+inline constexpr const char *kSockSetState = "on_inet_sock_set_state";
+inline constexpr const char *kReceiveReset = "on_tcp_receive_reset";
+inline constexpr const char *kSkErrorReport = "on_inet_sk_error_report";
+inline constexpr const char *kRetransmitSkb = "on_tcp_retransmit_skb";
+inline constexpr const char *kKfreeSkb = "on_kfree_skb";
+inline constexpr const char *kSendReset = "on_tcp_send_reset";
+inline constexpr const char *kMarkVictim = "on_mark_victim";
+inline constexpr const char *kSignalGenerate = "on_signal_generate";
+inline constexpr const char *kProcessExit = "on_sched_process_exit";
+inline constexpr const char *kProcessFork = "on_sched_process_fork";
+inline constexpr const char *kProcessExec = "on_sched_process_exec";
+inline constexpr const char *kExitConnect = "on_sys_exit_connect";
+inline constexpr const char *kExitSocket = "on_sys_exit_socket";
+inline constexpr const char *kExitAccept4 = "on_sys_exit_accept4";
+inline constexpr const char *kExitAccept = "on_sys_exit_accept";
+} // namespace program
+
+// Every program the tracer knows, in attach order.
+std::vector<std::string> program_names();
+
 // What happened to one BPF program at start-up.
 struct ProgramStatus {
   std::string program;    // "on_kfree_skb"
   std::string tracepoint; // "tp_btf/kfree_skb"
   bool attached = false;
   std::string problem;    // why not, in plain words
-  std::vector<std::string> degraded_causes; // cause codes that lose evidence without it
+  bool required = false;  // without it why502 cannot run at all
   bool syscall_probe = false; // a tp/syscalls program (can be armed on demand)
   bool armed = false;         // attached right now
 };
@@ -67,8 +90,6 @@ public:
   Tracer &operator=(const Tracer &) = delete;
 
   const std::vector<ProgramStatus> &programs() const;
-  // Cause codes with less evidence on this host (programs that did not attach).
-  std::vector<std::string> degraded_causes() const;
 
   // Attach / detach the syscall programs (connect/socket/accept errors). arm returns true when it
   // attached something now.

@@ -6,9 +6,11 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/fmt/ranges.h>
 
 #include "base/text.h"
 #include "cli/commands.h"
+#include "correlate/causes.h"
 #include "why502/error.h"
 #include "why502/tracer.h"
 
@@ -42,11 +44,13 @@ int run_doctor(const DoctorOptions &opts) {
       Tracer tracer(topts);
       core_loaded = true;
       for (const auto &p : tracer.programs()) {
-        std::string detail = p.attached ? "" : p.problem + "; less evidence for: ";
-        if (!p.attached)
-          for (size_t i = 0; i < p.degraded_causes.size(); ++i)
-            detail += (i ? ", " : "") + p.degraded_causes[i];
-        checks.push_back({p.tracepoint, p.attached, detail, p.program == "on_inet_sock_set_state"});
+        std::string detail;
+        if (!p.attached) {
+          auto lost = causes_needing(p.program);
+          detail = p.problem + (lost.empty() ? "; no cause depends on it" : "; less evidence for: " +
+                                                                               fmt::format("{}", fmt::join(lost, ", ")));
+        }
+        checks.push_back({p.tracepoint, p.attached, detail, p.required});
       }
     } catch (const Error &e) {
       checks.push_back({"BPF programs load and attach", false, e.what(), true});

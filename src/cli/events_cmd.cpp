@@ -8,6 +8,7 @@
 
 #include "base/text.h"
 #include "cli/commands.h"
+#include "correlate/causes.h"
 #include "base/privileges.h"
 #include "cli/output.h"
 #include "why502/error.h"
@@ -31,7 +32,7 @@ void warn_degraded(const Tracer &tracer) {
   for (const auto &p : tracer.programs())
     if (!p.attached)
       fprintf(stderr, "why502: %s not attached (%s): less evidence for %s\n", p.tracepoint.c_str(),
-              p.problem.c_str(), fmt::format("{}", fmt::join(p.degraded_causes, ", ")).c_str());
+              p.problem.c_str(), fmt::format("{}", fmt::join(causes_needing(p.program), ", ")).c_str());
 }
 
 int run_events(const EventsOptions &opts) {
@@ -49,7 +50,7 @@ int run_events(const EventsOptions &opts) {
   out.line(base::json_line(nlohmann::json{{"type", "start"},
                                           {"watched_pids", tracer.watched_pids()},
                                           {"comms", topts.comms},
-                                          {"degraded_causes", tracer.degraded_causes()}}));
+                                          {"degraded_causes", causes_degraded_by(tracer.programs())}}));
 
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();

@@ -477,7 +477,7 @@ json Watcher::start_json() const {
           {"nginx", masters},
           {"error_logs", errors},
           {"access_logs", accesses},
-          {"degraded_causes", m.tracer->degraded_causes()},
+          {"degraded_causes", causes_degraded_by(m.tracer->programs())},
           {"syscall_probes", opts_syscall_mode(m)},
           {"notes", m.notes}};
 }
@@ -496,7 +496,7 @@ std::string Watcher::describe() const {
     out += "  error log  " + p + "\n";
   for (const auto &[p, t] : m.access_tails)
     out += "  access log " + p + " (format " + t.format_name + ")\n";
-  for (const auto &c : m.tracer->degraded_causes())
+  for (const auto &c : causes_degraded_by(m.tracer->programs()))
     out += "  degraded: " + c + "\n";
   out += "  syscall probes: " + opts_syscall_mode(m) + "\n";
   for (const auto &n : m.notes)

@@ -1,6 +1,8 @@
 #include "correlate/causes.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <set>
 
 #include "why502/correlate.h"
 
@@ -37,6 +39,45 @@ constexpr ErrnoCause kTable[] = {
     {ENOMEM, nullptr, K::Syscall, P::Socket, true},
 };
 
+namespace pg = program;
+using T = Transport;
+
+// Programs per cause. Every TCP cause reads the connection's record, which inet_sock_set_state emits.
+constexpr const char *kRefusedTcp[] = {pg::kSockSetState, pg::kReceiveReset, pg::kExitConnect};
+constexpr const char *kDeathOom[] = {pg::kMarkVictim, pg::kProcessExit, pg::kSockSetState};
+constexpr const char *kDeathSignal[] = {pg::kSignalGenerate, pg::kProcessExit, pg::kSockSetState};
+constexpr const char *kDeathExit[] = {pg::kProcessExit, pg::kSockSetState};
+constexpr const char *kQueue[] = {pg::kSockSetState, pg::kRetransmitSkb};
+constexpr const char *kConnectOnly[] = {pg::kExitConnect};
+constexpr const char *kReset[] = {pg::kSockSetState, pg::kReceiveReset};
+constexpr const char *kStateOnly[] = {pg::kSockSetState};
+constexpr const char *kTimeout[] = {pg::kSockSetState, pg::kRetransmitSkb};
+constexpr const char *kUnreachable[] = {pg::kSockSetState, pg::kSkErrorReport, pg::kExitConnect};
+constexpr const char *kFirewall[] = {pg::kSockSetState, pg::kKfreeSkb, pg::kRetransmitSkb};
+constexpr const char *kFds[] = {pg::kExitSocket, pg::kExitAccept4, pg::kExitAccept};
+
+constexpr CauseSpec kCauses[] = {
+    {cause::kNoListener, T::Both, kRefusedTcp,
+     "listeners (samples, listen_change) to say nothing listened; nginx's errno 111 alone for unix"},
+    // Deaths: the process that owned the upstream (listen_change, unix_listener_exit, samples).
+    {cause::kOomKilled, T::Both, kDeathOom, "the upstream's owner (listen_change, unix_listener_exit, samples)"},
+    {cause::kKilledBySignal, T::Both, kDeathSignal, "the upstream's owner"},
+    {cause::kExited, T::Both, kDeathExit, "the upstream's owner"},
+    {cause::kAcceptQueueOverflow, T::Tcp, kQueue, "listen queue depth and TcpExt ListenOverflows (host samples)"},
+    {cause::kUnixBacklogFull, T::Unix, kConnectOnly, "nginx's errno 11 alone without the probe"},
+    {cause::kConnectionReset, T::Tcp, kReset, "nginx's errno 104"},
+    {cause::kClosedEarly, T::Both, kStateOnly, "nginx's \"prematurely closed\" line (unix: only that)"},
+    {cause::kConnectTimeout, T::Tcp, kTimeout, "nginx's 110 while connecting"},
+    {cause::kHostUnreachable, T::Tcp, kUnreachable, "nginx's errno 113/101"},
+    {cause::kFirewallDrop, T::Tcp, kFirewall, ""},
+    {cause::kConnectDenied, T::Both, kConnectOnly, "nginx's errno 1/13"},
+    {cause::kEphemeralPorts, T::Tcp, kConnectOnly, "nginx's errno 99"},
+    {cause::kFdLimit, T::Both, kFds, "nginx's errno 24/23"},
+    {cause::kNoLiveUpstreams, T::Both, {}, "nginx's \"no live upstreams\" line and the verdicts that marked servers down"},
+    {cause::kNoKernelFault, T::Tcp, kStateOnly, "the connection's record showing a clean exchange"},
+    {cause::kUnknown, T::Both, {}, ""},
+};
+
 RecordKind kind_of_errno(int err) {
   if (const auto *e = errno_cause(err); e && e->kind != K::Syscall)
     return {e->kind, 0};
@@ -44,6 +85,40 @@ RecordKind kind_of_errno(int err) {
 }
 
 } // namespace
+
+std::span<const CauseSpec> cause_specs() { return kCauses; }
+
+const CauseSpec *cause_spec(std::string_view code) {
+  for (const auto &c : kCauses)
+    if (c.code == code)
+      return &c;
+  return nullptr;
+}
+
+std::vector<std::string> causes_needing(std::string_view program) {
+  std::vector<std::string> out;
+  for (const auto &c : kCauses)
+    if (std::find(c.programs.begin(), c.programs.end(), program) != c.programs.end())
+      out.push_back(c.code);
+  return out;
+}
+
+std::vector<std::string> causes_degraded_by(const std::vector<ProgramStatus> &programs) {
+  std::set<std::string> out;
+  for (const auto &p : programs)
+    if (!p.attached)
+      for (auto &c : causes_needing(p.program))
+        out.insert(c);
+  return {out.begin(), out.end()};
+}
+
+std::vector<int> errnos_proving(std::string_view code) {
+  std::vector<int> out;
+  for (const auto &e : kTable)
+    if (e.cause && e.cause == code)
+      out.push_back(e.err);
+  return out;
+}
 
 std::span<const ErrnoCause> errno_causes() { return kTable; }
 

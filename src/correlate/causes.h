@@ -1,4 +1,9 @@
-// The one errno -> cause table. It serves three readers that used to keep their
+// The cause table: for each cause code, what it needs (the BPF programs whose records prove it, other
+// facts it reads, TCP or unix upstreams) and, below, the errno -> cause table. The rules, the probe
+// arming (needs_syscall_probes), the degraded-cause report of `doctor`/`events`/`watch`
+// (causes_degraded_by) and a unit test of BPF's errno filter all read these two tables.
+//
+// The errno -> cause table. It serves three readers that used to keep their
 // own lists: the join (which kernel record agrees with what nginx reports), the
 // cause rules (what a syscall record or nginx's own errno proves), and the
 // watcher (which nginx lines call for the on-demand syscall probes). The BPF
@@ -12,8 +17,28 @@
 
 #include "why502/kernel_event.h"
 #include "why502/nginx.h"
+#include "why502/tracer.h"
 
 namespace why502 {
+
+// Which upstreams a cause can be named for.
+enum class Transport : unsigned { Tcp = 1, Unix = 2, Both = 3 };
+
+struct CauseSpec {
+  const char *code;
+  Transport transport;
+  // BPF programs whose records prove it (program:: names); fewer attached, less evidence.
+  std::span<const char *const> programs;
+  const char *also; // the other facts its rule reads, in words (host samples, nginx's lines)
+};
+
+std::span<const CauseSpec> cause_specs();
+const CauseSpec *cause_spec(std::string_view code);
+// Causes that lose evidence when a program is missing; and for every program that did not attach.
+std::vector<std::string> causes_needing(std::string_view program);
+std::vector<std::string> causes_degraded_by(const std::vector<ProgramStatus> &programs);
+// The errnos nginx (or a syscall record) reports that prove `code` (from the errno table below).
+std::vector<int> errnos_proving(std::string_view code);
 
 // What kind of kernel record reports a failed attempt. A log line and a kernel
 // record join only when their kinds agree (DESIGN.md, "exact join").

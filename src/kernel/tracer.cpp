@@ -39,37 +39,27 @@ struct ProgramSpec {
   const char *btf_typedef; // tp_btf: "btf_trace_<name>" must exist in vmlinux BTF
   const char *tracefs_event; // tp/: events/<group>/<name> must exist under tracefs
   bool required;
-  std::vector<std::string> causes;
 };
 
+// Which causes each program serves is the cause table's business (src/correlate/causes.cpp).
 const std::vector<ProgramSpec> &program_specs() {
+  namespace p = program;
   static const std::vector<ProgramSpec> specs = {
-      {"on_inet_sock_set_state", "tp_btf/inet_sock_set_state", "btf_trace_inet_sock_set_state", nullptr, true,
-       {"all TCP causes"}},
-      {"on_tcp_receive_reset", "tp_btf/tcp_receive_reset", "btf_trace_tcp_receive_reset", nullptr, false,
-       {"no_listener", "connection_reset"}},
-      {"on_inet_sk_error_report", "tp_btf/inet_sk_error_report", "btf_trace_inet_sk_error_report", nullptr, false,
-       {"host_unreachable"}},
-      {"on_tcp_retransmit_skb", "tp_btf/tcp_retransmit_skb", "btf_trace_tcp_retransmit_skb", nullptr, false,
-       {"connect_timeout", "accept_queue_overflow"}},
-      {"on_kfree_skb", "tp_btf/kfree_skb", "btf_trace_kfree_skb", nullptr, false,
-       {"firewall_drop", "accept_queue_overflow"}},
-      {"on_tcp_send_reset", "tp_btf/tcp_send_reset", "btf_trace_tcp_send_reset", nullptr, false, {"no_listener"}},
-      {"on_mark_victim", "tp_btf/mark_victim", "btf_trace_mark_victim", nullptr, false, {"upstream_oom_killed"}},
-      {"on_signal_generate", "tp_btf/signal_generate", "btf_trace_signal_generate", nullptr, false,
-       {"upstream_killed_by_signal"}},
-      {"on_sched_process_exit", "tp_btf/sched_process_exit", "btf_trace_sched_process_exit", nullptr, false,
-       {"upstream_exited"}},
-      {"on_sched_process_fork", "tp_btf/sched_process_fork", "btf_trace_sched_process_fork", nullptr, false,
-       {"(new nginx workers after reload)"}},
-      {"on_sched_process_exec", "tp_btf/sched_process_exec", "btf_trace_sched_process_exec", nullptr, false,
-       {"(nginx started after why502)"}},
-      {"on_sys_exit_connect", "tp/syscalls/sys_exit_connect", nullptr, "syscalls/sys_exit_connect", false,
-       {"unix_backlog_full", "connect_denied", "ephemeral_ports_exhausted"}},
-      {"on_sys_exit_socket", "tp/syscalls/sys_exit_socket", nullptr, "syscalls/sys_exit_socket", false, {"fd_limit"}},
-      {"on_sys_exit_accept4", "tp/syscalls/sys_exit_accept4", nullptr, "syscalls/sys_exit_accept4", false,
-       {"fd_limit"}},
-      {"on_sys_exit_accept", "tp/syscalls/sys_exit_accept", nullptr, "syscalls/sys_exit_accept", false, {"fd_limit"}},
+      {p::kSockSetState, "tp_btf/inet_sock_set_state", "btf_trace_inet_sock_set_state", nullptr, true},
+      {p::kReceiveReset, "tp_btf/tcp_receive_reset", "btf_trace_tcp_receive_reset", nullptr, false},
+      {p::kSkErrorReport, "tp_btf/inet_sk_error_report", "btf_trace_inet_sk_error_report", nullptr, false},
+      {p::kRetransmitSkb, "tp_btf/tcp_retransmit_skb", "btf_trace_tcp_retransmit_skb", nullptr, false},
+      {p::kKfreeSkb, "tp_btf/kfree_skb", "btf_trace_kfree_skb", nullptr, false},
+      {p::kSendReset, "tp_btf/tcp_send_reset", "btf_trace_tcp_send_reset", nullptr, false},
+      {p::kMarkVictim, "tp_btf/mark_victim", "btf_trace_mark_victim", nullptr, false},
+      {p::kSignalGenerate, "tp_btf/signal_generate", "btf_trace_signal_generate", nullptr, false},
+      {p::kProcessExit, "tp_btf/sched_process_exit", "btf_trace_sched_process_exit", nullptr, false},
+      {p::kProcessFork, "tp_btf/sched_process_fork", "btf_trace_sched_process_fork", nullptr, false},
+      {p::kProcessExec, "tp_btf/sched_process_exec", "btf_trace_sched_process_exec", nullptr, false},
+      {p::kExitConnect, "tp/syscalls/sys_exit_connect", nullptr, "syscalls/sys_exit_connect", false},
+      {p::kExitSocket, "tp/syscalls/sys_exit_socket", nullptr, "syscalls/sys_exit_socket", false},
+      {p::kExitAccept4, "tp/syscalls/sys_exit_accept4", nullptr, "syscalls/sys_exit_accept4", false},
+      {p::kExitAccept, "tp/syscalls/sys_exit_accept", nullptr, "syscalls/sys_exit_accept", false},
   };
   return specs;
 }
@@ -186,7 +176,7 @@ std::vector<ProgramStatus> probe_with(const TracefsMount &tracefs) {
   std::vector<ProgramStatus> out;
   btf *vmlinux = btf__load_vmlinux_btf();
   for (const auto &spec : program_specs()) {
-    ProgramStatus st{spec.program, spec.section, true, "", spec.causes};
+    ProgramStatus st{spec.program, spec.section, true, "", spec.required};
     if (spec.btf_typedef) {
       if (!vmlinux) {
         st.attached = false;
@@ -368,7 +358,7 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
       }
     }
     if (!st.attached) {
-      if (st.program == "on_inet_sock_set_state")
+      if (st.required)
         throw Error("tracepoint sock:inet_sock_set_state is missing on this kernel: why502 cannot follow "
                     "connections (" + st.problem + ")");
       bpf_program__set_autoload(prog, false);
@@ -392,7 +382,7 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
       st.armed = false; // loaded and verified; attached by arm_syscall_probes()
       continue;
     }
-    if (!impl_->attach(st) && st.program == "on_inet_sock_set_state")
+    if (!impl_->attach(st) && st.required)
       throw Error("cannot attach to sock:inet_sock_set_state: " + st.problem);
   }
 
@@ -443,12 +433,11 @@ bool Tracer::syscall_probes_armed() const {
 
 const std::vector<ProgramStatus> &Tracer::programs() const { return impl_->programs; }
 
-std::vector<std::string> Tracer::degraded_causes() const {
-  std::set<std::string> out;
-  for (const auto &st : impl_->programs)
-    if (!st.attached)
-      out.insert(st.degraded_causes.begin(), st.degraded_causes.end());
-  return {out.begin(), out.end()};
+std::vector<std::string> program_names() {
+  std::vector<std::string> out;
+  for (const auto &spec : program_specs())
+    out.push_back(spec.program);
+  return out;
 }
 
 void Tracer::watch_pid(uint32_t pid) {

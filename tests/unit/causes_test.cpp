@@ -1,6 +1,7 @@
 // The one errno -> cause table (src/correlate/causes.h) and the kinds the join matches on.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <regex>
@@ -35,15 +36,76 @@ TEST(Causes, BpfAcceptFilterMatchesTheTable) {
   EXPECT_EQ(bpf, table);
 }
 
-TEST(Causes, EveryCauseInTheTableIsAContractCode) {
-  std::set<std::string> codes = {cause::kNoListener, cause::kUnixBacklogFull, cause::kEphemeralPorts,
-                                 cause::kConnectDenied, cause::kHostUnreachable, cause::kConnectTimeout,
-                                 cause::kConnectionReset, cause::kFdLimit};
+TEST(Causes, EveryErrnoCauseIsAContractCode) {
+  std::set<std::string> codes(std::begin(cause::kAll), std::end(cause::kAll));
   for (const auto &e : errno_causes()) {
     if (e.cause) {
       EXPECT_TRUE(codes.count(e.cause)) << e.cause;
     }
   }
+}
+
+TEST(Causes, TheCauseTableHasOneRowPerContractCode) {
+  std::multiset<std::string> rows;
+  for (const auto &c : cause_specs())
+    rows.insert(c.code);
+  EXPECT_EQ(rows, std::multiset<std::string>(std::begin(cause::kAll), std::end(cause::kAll)));
+  EXPECT_EQ(cause_spec("no_such_cause"), nullptr);
+}
+
+TEST(Causes, EveryProgramTheTableNamesIsOneTheTracerLoads) {
+  auto programs = program_names();
+  std::set<std::string> known(programs.begin(), programs.end());
+  for (const auto &c : cause_specs())
+    for (const char *p : c.programs)
+      EXPECT_TRUE(known.count(p)) << c.code << " names " << p;
+  // And every program in the tracer's table is a SEC() of the BPF object's source.
+  std::ifstream f(std::string(WHY502_SOURCE_DIR) + "/bpf/why502.bpf.c");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  for (const auto &p : programs) {
+    const std::string src = ss.str();
+    EXPECT_TRUE(src.find("int " + p + "(") != std::string::npos || src.find("BPF_PROG(" + p + ",") != std::string::npos)
+        << p;
+  }
+}
+
+TEST(Causes, AnErrnoProvesOnlyCausesForItsTransport) {
+  // An errno only a unix connect() returns proves a cause the table allows for unix upstreams, and
+  // one the TCP state machine reports proves a TCP cause.
+  for (const auto &e : errno_causes()) {
+    if (!e.cause)
+      continue;
+    const CauseSpec *c = cause_spec(e.cause);
+    ASSERT_NE(c, nullptr) << e.cause;
+    if (e.probe == SyscallProbe::ConnectUnix) {
+      EXPECT_TRUE(unsigned(c->transport) & unsigned(Transport::Unix)) << e.cause;
+    }
+    if (e.probe == SyscallProbe::None) {
+      EXPECT_TRUE(unsigned(c->transport) & unsigned(Transport::Tcp)) << e.cause;
+    }
+    // The probe that reports it is a program the cause lists.
+    if (e.probe != SyscallProbe::None) {
+      const char *probe = e.probe == SyscallProbe::Socket ? program::kExitSocket : program::kExitConnect;
+      EXPECT_NE(std::find(c->programs.begin(), c->programs.end(), std::string_view(probe)), c->programs.end())
+          << e.cause << " is reported by " << probe;
+    }
+  }
+}
+
+TEST(Causes, HostUnreachableErrnosAreOneSet) {
+  // EHOSTDOWN and ENETDOWN count as host_unreachable wherever an errno is read.
+  auto errs = errnos_proving(cause::kHostUnreachable);
+  EXPECT_EQ(std::set<int>(errs.begin(), errs.end()), (std::set<int>{ENETUNREACH, EHOSTUNREACH, EHOSTDOWN, ENETDOWN}));
+}
+
+TEST(Causes, AMissingProgramNamesTheCausesThatLoseEvidence) {
+  std::vector<ProgramStatus> programs = {{program::kKfreeSkb, "tp_btf/kfree_skb", false, "not here", false},
+                                         {program::kSockSetState, "tp_btf/inet_sock_set_state", true, "", true},
+                                         {program::kSendReset, "tp_btf/tcp_send_reset", false, "not here", false}};
+  EXPECT_EQ(causes_degraded_by(programs), std::vector<std::string>{cause::kFirewallDrop});
+  EXPECT_TRUE(causes_needing(program::kSendReset).empty()); // evidence only: no rule reads it
+  EXPECT_EQ(causes_needing(program::kExitSocket), std::vector<std::string>{cause::kFdLimit});
 }
 
 namespace {
