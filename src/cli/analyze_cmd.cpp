@@ -5,10 +5,12 @@
 #include "base/text.h"
 #include "cli/commands.h"
 #include "cli/output.h"
-#include "cli/replay.h"
+#include "pipeline/replay.h"
 #include "sinks/report.h"
 
 namespace why502::cli {
+
+using namespace why502::pipeline;
 
 int run_analyze(const AnalyzeOptions &opts) {
   ReplayResult r = replay({opts.capture, opts.error_logs, opts.access_logs, opts.access_format});

@@ -13,12 +13,14 @@
 #include "base/text.h"
 #include "cli/commands.h"
 #include "cli/output.h"
-#include "cli/watcher.h"
+#include "pipeline/watcher.h"
 #include "sinks/report.h"
 #include "why502/error.h"
 #include "why502/lab.h"
 
 namespace why502::cli {
+
+using namespace why502::pipeline;
 
 namespace {
 

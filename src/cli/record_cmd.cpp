@@ -8,12 +8,14 @@
 #include "base/privileges.h"
 #include "base/text.h"
 #include "cli/commands.h"
-#include "cli/watcher.h"
+#include "pipeline/watcher.h"
 #include "sinks/perfetto_export.h"
 #include "why502/error.h"
 #include "why502/nginx.h"
 
 namespace why502::cli {
+
+using namespace why502::pipeline;
 
 namespace {
 
@@ -52,6 +54,7 @@ int run_record(const RecordOptions &opts) {
 
   sinks::PerfettoExportOptions eopts;
   eopts.max_size_bytes = opts.max_size;
+  eopts.process_names = live_process_names();
   if (!opts.group.empty())
     eopts.group = base::group_id(opts.group);
   sinks::PerfettoExporter trace(opts.output, eopts);

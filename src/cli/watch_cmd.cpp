@@ -7,12 +7,14 @@
 #include "base/text.h"
 #include "cli/commands.h"
 #include "cli/output.h"
-#include "cli/watcher.h"
+#include "pipeline/watcher.h"
 #include "why502/error.h"
 #include "sinks/perfetto_export.h"
 #include "sinks/report.h"
 
 namespace why502::cli {
+
+using namespace why502::pipeline;
 
 nlohmann::json stats_json(const LossCounters &l, uint64_t events); // events_cmd.cpp
 
@@ -33,6 +35,7 @@ int run_watch(const WatchCommandOptions &opts) {
   if (!opts.perfetto.empty()) {
     sinks::PerfettoExportOptions eopts;
     eopts.group = group;
+    eopts.process_names = live_process_names();
     trace = std::make_unique<sinks::PerfettoExporter>(opts.perfetto, eopts);
     trace->connect(watcher);
   }

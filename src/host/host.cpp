@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/proc.h"
 #include "base/time.h"
 #include "host/listeners.h"
 #include "host/owners.h"
@@ -321,7 +322,7 @@ HostSample HostSampler::sample() {
       s.listeners.insert(s.listeners.end(), u->begin(), u->end());
   }
 
-  if (auto netstat = host::read_file(dir + "/net/netstat")) {
+  if (auto netstat = base::read_small_file(dir + "/net/netstat")) {
     if (auto c = host::parse_proc_net_netstat(*netstat)) {
       s.listen_overflows = c->listen_overflows;
       s.listen_drops = c->listen_drops;

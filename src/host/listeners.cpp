@@ -1,5 +1,7 @@
 #include "host/listeners.h"
 
+#include "base/proc.h"
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -95,31 +97,10 @@ bool netlink_dump(int fd, Req &req, uint32_t *seq, std::string *error, F &&on_ms
 
 } // namespace
 
-std::string proc_dir(pid_t pid) { return pid ? "/proc/" + std::to_string(pid) : std::string("/proc/self"); }
+// /proc/net/{tcp,tcp6,unix} of a busy host: about 150 bytes a socket, so a million sockets fit.
+constexpr size_t kMaxProcNetBytes = size_t(256) << 20;
 
-std::optional<std::string> read_file(const std::string &path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return std::nullopt;
-  std::string out;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      errno = err;
-      return std::nullopt;
-    }
-    if (n == 0)
-      break;
-    out.append(buf, size_t(n));
-  }
-  close(fd);
-  return out;
-}
+std::string proc_dir(pid_t pid) { return pid ? "/proc/" + std::to_string(pid) : std::string("/proc/self"); }
 
 int open_sock_diag(pid_t pid, std::string *error) {
   int err = 0;
@@ -236,7 +217,7 @@ std::optional<std::vector<Listener>> proc_tcp_listeners(pid_t pid, std::string *
   std::vector<Listener> out;
   for (const char *file : {"/net/tcp", "/net/tcp6"}) {
     std::string path = proc_dir(pid) + file;
-    auto content = read_file(path);
+    auto content = base::read_small_file(path, kMaxProcNetBytes);
     if (!content) {
       if (std::string_view(file) == "/net/tcp6")
         continue; // IPv6 may be disabled
@@ -264,7 +245,7 @@ std::optional<std::vector<Listener>> proc_tcp_listeners(pid_t pid, std::string *
 
 std::optional<std::vector<Listener>> proc_unix_listeners(pid_t pid, std::string *error) {
   std::string path = proc_dir(pid) + "/net/unix";
-  auto content = read_file(path);
+  auto content = base::read_small_file(path, kMaxProcNetBytes);
   if (!content) {
     *error = errno_text(("read " + path).c_str(), errno);
     return std::nullopt;

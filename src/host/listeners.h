@@ -32,7 +32,5 @@ std::optional<std::vector<Listener>> proc_unix_listeners(pid_t pid, std::string 
 
 // "/proc/<pid>" or "/proc/self".
 std::string proc_dir(pid_t pid);
-// The whole file, nullopt when it cannot be read.
-std::optional<std::string> read_file(const std::string &path);
 
 } // namespace why502::host

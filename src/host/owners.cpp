@@ -1,5 +1,6 @@
 #include "host/owners.h"
 
+#include "base/proc.h"
 #include "base/text.h"
 
 #include <algorithm>
@@ -24,16 +25,6 @@ bool all_digits(const char *s) {
     if (*s < '0' || *s > '9')
       return false;
   return true;
-}
-
-std::string read_comm(const std::string &proc_root, uint32_t pid) {
-  auto c = read_file(proc_root + "/" + std::to_string(pid) + "/comm");
-  if (!c)
-    return {};
-  while (!c->empty() && c->back() == '\n')
-    c->pop_back();
-  base::make_valid_utf8(*c); // any bytes the process chose (prctl PR_SET_NAME)
-  return *c;
 }
 
 } // namespace
@@ -106,7 +97,7 @@ void OwnerCache::walk(const std::vector<uint64_t> &inodes) {
       if (std::any_of(holders.begin(), holders.end(), [&](const Holder &h) { return h.proc.pid == pid; }))
         continue; // the same socket on several fds of one process
       if (!have_comm) {
-        comm = read_comm(proc_root_, pid);
+        comm = base::read_proc_comm(pid, proc_root_);
         have_comm = true;
       }
       holders.push_back({{pid, comm}, atoi(fe->d_name)});

@@ -22,6 +22,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/proc.h"
 #include "base/time.h"
 #include "why502.skel.h"
 #include "why502/error.h"
@@ -80,42 +81,6 @@ int libbpf_to_spdlog(enum libbpf_print_level level, const char *fmt, va_list arg
     line.pop_back();
   spdlog::debug("libbpf: {}", line);
   return 0;
-}
-
-std::string read_file(const std::string &path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// "pid (comm) S ppid ..." -> comm and ppid; comm may contain spaces and parens.
-bool read_stat(uint32_t pid, std::string *comm, uint32_t *ppid) {
-  std::string s = read_file("/proc/" + std::to_string(pid) + "/stat");
-  auto open = s.find('(');
-  auto close = s.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close + 4 > s.size())
-    return false;
-  *comm = s.substr(open + 1, close - open - 1);
-  std::istringstream rest(s.substr(close + 2));
-  char state;
-  rest >> state >> *ppid;
-  return bool(rest);
-}
-
-std::vector<uint32_t> all_pids() {
-  std::vector<uint32_t> pids;
-  DIR *d = opendir("/proc");
-  if (!d)
-    return pids;
-  while (dirent *e = readdir(d)) {
-    char *end;
-    unsigned long v = strtoul(e->d_name, &end, 10);
-    if (*end == 0 && v > 0)
-      pids.push_back(uint32_t(v));
-  }
-  closedir(d);
-  return pids;
 }
 
 // The mount id of whatever is mounted at `path` (statx, Linux 5.8+); 0 when unknown.
@@ -218,7 +183,7 @@ uint64_t tracepoint_id(const char *event) {
 bool tracefs_mounted(std::string *problem) {
   if (path_exists(std::string(kTracefs) + "/events"))
     return true;
-  *problem = read_file("/proc/filesystems").find("\ttracefs\n") != std::string::npos
+  *problem = base::read_small_file("/proc/filesystems").value_or("").find("\ttracefs\n") != std::string::npos
                  ? "not mounted at /sys/kernel/tracing; why502 mounts it while it attaches and unmounts it after"
                  : "this kernel has no tracefs (CONFIG_TRACING)";
   return false;
@@ -394,14 +359,13 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
   for (uint32_t pid : opts.pids)
     watch_pid(pid);
   if (!opts.comms.empty()) {
-    for (uint32_t pid : all_pids()) {
-      std::string comm;
-      uint32_t ppid;
-      if (!read_stat(pid, &comm, &ppid))
+    for (pid_t pid : base::list_pids()) {
+      auto st = base::read_proc_stat(pid);
+      if (!st)
         continue;
       for (const auto &c : opts.comms)
-        if (comm == c.substr(0, WHY502_COMM_LEN - 1))
-          watch_pid(pid);
+        if (st->comm == c.substr(0, WHY502_COMM_LEN - 1))
+          watch_pid(uint32_t(pid));
     }
   }
 }
@@ -443,12 +407,9 @@ std::vector<std::string> program_names() {
 void Tracer::watch_pid(uint32_t pid) {
   // The process and everything it already forked (a master's workers).
   std::map<uint32_t, std::vector<uint32_t>> children;
-  for (uint32_t p : all_pids()) {
-    std::string comm;
-    uint32_t ppid;
-    if (read_stat(p, &comm, &ppid))
-      children[ppid].push_back(p);
-  }
+  for (pid_t p : base::list_pids())
+    if (auto st = base::read_proc_stat(p))
+      children[uint32_t(st->ppid)].push_back(uint32_t(p));
   std::vector<uint32_t> todo{pid};
   uint8_t one = 1;
   while (!todo.empty()) {

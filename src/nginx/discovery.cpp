@@ -7,6 +7,7 @@
 // new master is a child of the old one, so it is recognised by its title instead).
 #include "why502/nginx.h"
 
+#include "base/proc.h"
 #include "base/target_fs.h"
 
 #include <dirent.h>
@@ -25,21 +26,7 @@ namespace {
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
 std::string read_small(const std::string &path, std::size_t cap = 64 * 1024) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return {};
-  std::string out;
-  char buf[4096];
-  while (out.size() < cap) {
-    ssize_t r = ::read(fd, buf, sizeof buf);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      break;
-    out.append(buf, static_cast<std::size_t>(r));
-  }
-  ::close(fd);
-  return out;
+  return base::read_small_file(path, cap).value_or("");
 }
 
 struct ProcInfo {
@@ -67,25 +54,14 @@ pid_t innermost_pid(const std::string &root, pid_t pid) {
 
 std::optional<ProcInfo> read_proc(const std::string &root, pid_t pid) {
   std::string base = root + "/" + std::to_string(pid);
-  std::string stat = read_small(base + "/stat");
-  // "pid (comm) S ppid ..." — comm may contain spaces and ')', so split at the last ')'
-  auto lp = stat.find('(');
-  auto rp = stat.rfind(')');
-  if (lp == std::string::npos || rp == std::string::npos || rp < lp)
+  auto stat = base::read_proc_stat(pid, root);
+  if (!stat)
     return std::nullopt;
   ProcInfo p;
   p.pid = pid;
-  p.comm = stat.substr(lp + 1, rp - lp - 1);
-  std::istringstream rest(stat.substr(rp + 2));
-  std::string state;
-  long long ppid = 0;
-  rest >> state >> ppid;
-  p.ppid = static_cast<pid_t>(ppid);
-  // field 22 is starttime; we consumed fields 3 and 4
-  std::string skip;
-  for (int i = 5; i < 22 && rest; ++i)
-    rest >> skip;
-  rest >> p.start;
+  p.comm = stat->comm;
+  p.ppid = stat->ppid;
+  p.start = stat->start_time;
   std::string cmd = read_small(base + "/cmdline");
   for (char &c : cmd)
     if (c == '\0')
@@ -98,19 +74,11 @@ std::optional<ProcInfo> read_proc(const std::string &root, pid_t pid) {
 
 std::vector<ProcInfo> list_nginx(const std::string &root) {
   std::vector<ProcInfo> out;
-  DIR *d = opendir(root.c_str());
-  if (!d)
-    return out;
-  while (dirent *e = readdir(d)) {
-    char *end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (pid <= 0 || *end)
-      continue;
-    auto p = read_proc(root, static_cast<pid_t>(pid));
+  for (pid_t pid : base::list_pids(root)) {
+    auto p = read_proc(root, pid);
     if (p && (p->comm == "nginx" || starts_with(p->title, "nginx: ")))
       out.push_back(std::move(*p));
   }
-  closedir(d);
   std::sort(out.begin(), out.end(), [](auto &a, auto &b) { return a.pid < b.pid; });
   return out;
 }

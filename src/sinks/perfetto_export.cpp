@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <deque>
-#include <fstream>
 #include <iterator>
 #include <map>
 #include <set>
@@ -204,32 +203,11 @@ struct PerfettoExporter::Impl {
   // ---- tracks ----
 
   std::vector<std::string> read_cmdline(uint32_t pid) const {
-    std::ifstream in(opts.proc_root + "/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-    std::string raw(4096, '\0');
-    in.read(raw.data(), std::streamsize(raw.size()));
-    raw.resize(size_t(std::max<std::streamsize>(in.gcount(), 0)));
-    std::vector<std::string> out;
-    std::string cur;
-    for (char c : raw) {
-      if (c == '\0') {
-        out.push_back(base::valid_utf8(cur)); // process titles are any bytes their owner chose
-        cur.clear();
-      } else {
-        cur += c;
-      }
-    }
-    if (!cur.empty())
-      out.push_back(base::valid_utf8(cur));
-    while (!out.empty() && out.back().empty())
-      out.pop_back();
-    return out;
+    return opts.process_names.cmdline ? opts.process_names.cmdline(pid) : std::vector<std::string>{};
   }
 
   std::string read_comm(uint32_t pid) const {
-    std::ifstream in(opts.proc_root + "/" + std::to_string(pid) + "/comm");
-    std::string s;
-    std::getline(in, s);
-    return base::valid_utf8(s); // any bytes the process chose; trace strings are UTF-8
+    return opts.process_names.comm ? opts.process_names.comm(pid) : std::string();
   }
 
   Worker &worker(uint32_t pid) {

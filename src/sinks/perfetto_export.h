@@ -41,9 +41,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "why502/correlate.h"
 #include "why502/host.h"
@@ -53,12 +55,19 @@
 
 namespace why502::sinks {
 
+struct ProcessNamer {
+  std::function<std::vector<std::string>(uint32_t pid)> cmdline; // argv, empty when unknown
+  std::function<std::string(uint32_t pid)> comm;                 // "" when unknown
+};
+
 struct PerfettoExportOptions {
   uint64_t max_size_bytes = 0;                      // cap on the file (0 = none)
   uint64_t reorder_window_ns = 12'000'000'000;      // > the correlator's worst verdict delay
   size_t max_pending = 16384;                       // reorder buffer bound
   std::optional<perfetto::ClockReadings> clocks;    // default: read the clocks now (tests fix them)
-  std::string proc_root = "/proc";                  // where cmdlines are read
+  // Names of live processes for track titles. Sinks read no /proc: the pipeline passes
+  // pipeline::live_process_names(); unset, tracks are named from the records alone.
+  ProcessNamer process_names;
   size_t max_flow_sources = 16384;                  // kernel events / verdicts remembered for arrows
   size_t max_tracks = 1024;                         // per kind: workers, processes, upstreams, listeners
   std::optional<unsigned> group;                    // file 0640 and of this gid (else 0600)

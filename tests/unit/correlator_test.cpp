@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <ctime>
 
-#include "cli/replay.h"
+#include "pipeline/replay.h"
 #include "why502/correlate.h"
 #include "why502/error.h"
 
@@ -104,7 +104,7 @@ bool has_event(const Verdict &v, const std::string &name) {
 
 TEST(CorrelatorFixture, RecordedNoListenerCaptureGivesOneVerdictPer502) {
   std::string dir = std::string(WHY502_FIXTURES) + "/correlate/no_listener/";
-  auto r = cli::replay({dir + "cap.jsonl",
+  auto r = pipeline::replay({dir + "cap.jsonl",
                         {dir + "error.log"},
                         {dir + "access.log"},
                         "$remote_addr [$time_local] \"$request\" $status $pid $connection $upstream_addr $upstream_status"});
@@ -126,9 +126,9 @@ TEST(CorrelatorFixture, RecordedNoListenerCaptureGivesOneVerdictPer502) {
 }
 
 TEST(CorrelatorFixture, UnreadableInputsAreOneLineErrors) {
-  EXPECT_THROW(cli::replay({"/nonexistent/cap.jsonl", {}, {}, ""}), why502::Error);
+  EXPECT_THROW(pipeline::replay({"/nonexistent/cap.jsonl", {}, {}, ""}), why502::Error);
   std::string dir = std::string(WHY502_FIXTURES) + "/correlate/no_listener/";
-  EXPECT_THROW(cli::replay({dir + "error.log", {dir + "error.log"}, {}, ""}), why502::Error); // not a capture
+  EXPECT_THROW(pipeline::replay({dir + "error.log", {dir + "error.log"}, {}, ""}), why502::Error); // not a capture
 }
 
 TEST(CorrelatorRules, OomKillOfThePortOwnerWinsOverRefused) {

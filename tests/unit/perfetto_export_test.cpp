@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "base/proc.h"
 #include "sinks/perfetto_export.h"
 
 #include "perfetto_decode.h"
@@ -108,7 +109,9 @@ protected:
   PerfettoExportOptions options() const {
     PerfettoExportOptions o;
     o.clocks = why502::perfetto::ClockReadings{kBoot0, uint64_t(kWall0)};
-    o.proc_root = (dir_ / "proc").string();
+    const std::string proc = (dir_ / "proc").string();
+    o.process_names = {[proc](uint32_t pid) { return why502::base::read_proc_cmdline(pid_t(pid), proc); },
+                       [proc](uint32_t pid) { return why502::base::read_proc_comm(pid_t(pid), proc); }};
     return o;
   }
   fs::path file() const { return dir_ / "trace.pftrace"; }

@@ -13,10 +13,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sinks/perfetto_export.h"
 #include "why502/correlate.h"
 #include "why502/tracer.h"
 
-namespace why502::cli {
+namespace why502::pipeline {
 
 struct WatchOptions {
   std::optional<pid_t> nginx_pid;
@@ -68,4 +69,7 @@ private:
   std::unique_ptr<Impl> impl_;
 };
 
-} // namespace why502::cli
+// Track titles for the Perfetto sink, read from this host's /proc.
+sinks::ProcessNamer live_process_names();
+
+} // namespace why502::pipeline

@@ -1,4 +1,4 @@
-#include "cli/watcher.h"
+#include "pipeline/watcher.h"
 
 #include <algorithm>
 #include <chrono>
@@ -13,6 +13,7 @@
 
 #include "base/time.h"
 #include "base/output_file.h"
+#include "base/proc.h"
 #include "base/target_fs.h"
 #include "base/text.h"
 #include "correlate/causes.h"
@@ -20,7 +21,7 @@
 #include "why502/host.h"
 #include "why502/nginx.h"
 
-namespace why502::cli {
+namespace why502::pipeline {
 
 using nlohmann::json;
 
@@ -482,6 +483,11 @@ json Watcher::start_json() const {
           {"notes", m.notes}};
 }
 
+sinks::ProcessNamer live_process_names() {
+  return {[](uint32_t pid) { return base::read_proc_cmdline(pid_t(pid)); },
+          [](uint32_t pid) { return base::read_proc_comm(pid_t(pid)); }};
+}
+
 std::string Watcher::describe() const {
   const auto &m = *impl_;
   std::string out;
@@ -504,4 +510,4 @@ std::string Watcher::describe() const {
   return out;
 }
 
-} // namespace why502::cli
+} // namespace why502::pipeline

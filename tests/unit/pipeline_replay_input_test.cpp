@@ -1,6 +1,6 @@
 // cli::replay's reading of hostile inputs (no root): what is not a regular file is refused with one
 // line, lines that are not records or are too long are counted and skipped, never fatal.
-#include "cli/replay.h"
+#include "pipeline/replay.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,8 +16,8 @@
 
 namespace fs = std::filesystem;
 using why502::Error;
-using why502::cli::replay;
-using why502::cli::ReplayInput;
+using why502::pipeline::replay;
+using why502::pipeline::ReplayInput;
 
 namespace {
 
@@ -74,14 +74,14 @@ TEST_F(ReplayInputTest, RecordsOfTheWrongShapeAreCountedNotFatal) {
 }
 
 TEST_F(ReplayInputTest, LongLinesAreSkippedAndCountedInEveryInput) {
-  const std::string huge(why502::cli::kMaxReplayLine + 1, 'x');
+  const std::string huge(why502::pipeline::kMaxReplayLine + 1, 'x');
   std::string cap = write("cap.jsonl", "{\"type\":\"stats\"}\n" + huge + "\n" + huge); // the last without '\n'
   std::string log = write("err.log", huge + "\n");
   auto r = replay({cap, {log}, {}, ""});
   EXPECT_EQ(r.long_lines, 3u);
   EXPECT_EQ(r.bad_capture_lines, 0u);
   // Exactly at the cap is a line like any other (here: not JSON, so a bad capture line).
-  std::string at_cap = write("at.jsonl", "{\"type\":\"stats\"}\n" + std::string(why502::cli::kMaxReplayLine, 'y') + "\n");
+  std::string at_cap = write("at.jsonl", "{\"type\":\"stats\"}\n" + std::string(why502::pipeline::kMaxReplayLine, 'y') + "\n");
   r = replay({at_cap, {empty_log}, {}, ""});
   EXPECT_EQ(r.long_lines, 0u);
   EXPECT_EQ(r.bad_capture_lines, 1u);

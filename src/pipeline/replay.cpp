@@ -11,13 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include "base/output_file.h"
-#include "cli/replay.h"
+#include "pipeline/replay.h"
 #include "why502/correlate.h"
 #include "why502/error.h"
 #include "why502/host.h"
 #include "why502/nginx.h"
 
-namespace why502::cli {
+namespace why502::pipeline {
 
 namespace {
 
@@ -236,4 +236,4 @@ ReplayResult replay(const ReplayInput &opts) {
   }
 }
 
-} // namespace why502::cli
+} // namespace why502::pipeline

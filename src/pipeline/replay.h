@@ -8,7 +8,7 @@
 
 #include "why502/correlate.h"
 
-namespace why502::cli {
+namespace why502::pipeline {
 
 struct ReplayInput {
   std::string capture;
@@ -33,4 +33,4 @@ constexpr size_t kMaxReplayLine = 1024 * 1024;
 // one, or inputs too large to hold (out of memory, more than a few million records).
 ReplayResult replay(const ReplayInput &in);
 
-} // namespace why502::cli
+} // namespace why502::pipeline
