@@ -47,6 +47,44 @@ inline constexpr const char *kAll[] = {kNoListener,      kOomKilled,      kKille
                                        kUnknown};
 } // namespace cause
 
+// Evidence: kernel records and host facts, typed until a sink turns them into JSON (to_json below).
+namespace fact {
+// A sample of the upstream's listener: its accept queue then.
+struct ListenQueue {
+  static constexpr std::string_view kName = "listen_queue";
+  int64_t wall_ns = 0;
+  std::string listener;
+  uint32_t depth = 0, max = 0;
+};
+// TcpExt ListenOverflows rose between two samples (the whole network namespace).
+struct ListenOverflows {
+  static constexpr std::string_view kName = "listen_overflows";
+  int64_t wall_ns = 0;  // the later sample
+  int64_t since_ns = 0; // the earlier one
+  uint64_t delta = 0;
+};
+// nginx's line called for a kernel record of these kinds and none came.
+struct KernelRecordMissing {
+  static constexpr std::string_view kName = "kernel_record_missing";
+  int64_t wall_ns = 0;
+  std::vector<std::string> expected; // "rst_established", "syscall_errno:EAGAIN"
+  pid_t worker = 0;
+  std::string upstream;
+};
+// An earlier failed attempt of the same request (proxy_next_upstream).
+struct EarlierAttempt {
+  static constexpr std::string_view kName = "earlier_attempt";
+  int64_t wall_ns = 0;
+  std::string upstream, nginx_error;
+  std::optional<KernelEvent> kernel; // its kernel record
+  bool kernel_missing = false;       // one was expected and none came
+};
+} // namespace fact
+
+using Evidence =
+    std::variant<KernelEvent, fact::ListenQueue, fact::ListenOverflows, fact::KernelRecordMissing, fact::EarlierAttempt>;
+nlohmann::json to_json(const Evidence &e);
+
 struct Verdict {
   uint64_t id = 0;
   int64_t wall_ns = 0; // when the (last) failed attempt failed
@@ -62,7 +100,7 @@ struct Verdict {
   std::optional<Request> request;
   std::optional<ProcessRef> upstream_process;
   std::vector<uint64_t> related; // no_live_upstreams: the verdicts that marked the servers down
-  nlohmann::json evidence = nlohmann::json::array();
+  std::vector<Evidence> evidence;
   int attempts = 1; // failed attempts nginx made for this request (proxy_next_upstream)
   // Failed requests this verdict stands for: 1, or (in a storm) every request of one second with the
   // same cause and upstream, this one being the exemplar whose evidence is shown.

@@ -124,7 +124,9 @@ json to_json(const Verdict &v) {
     j["related"] = v.related;
   j["attempts"] = v.attempts;
   j["count"] = v.count;
-  j["evidence"] = v.evidence;
+  j["evidence"] = json::array();
+  for (const auto &e : v.evidence)
+    j["evidence"].push_back(to_json(e));
   return j;
 }
 
@@ -544,15 +546,12 @@ struct Correlator::Impl {
     // Earlier attempts of the same request are evidence too (proxy_next_upstream).
     for (size_t i = 0; i + 1 < r.attempts.size(); ++i) {
       const Attempt &a = *r.attempts[i];
-      json prior = {{"event", "earlier_attempt"},
-                    {"time", base::format_wall_time(a.line_ns)},
-                    {"upstream", a.line->upstream_address},
-                    {"nginx_error", a.line->message}};
+      fact::EarlierAttempt prior{a.line_ns, a.line->upstream_address, a.line->message, std::nullopt, false};
       if (a.kfail)
-        prior["kernel"] = evidence_json(a.kfail->ev);
+        prior.kernel = a.kfail->ev;
       else if (a.missing)
-        prior["kernel"] = "missing";
-      v.evidence.push_back(prior);
+        prior.kernel_missing = true;
+      v.evidence.push_back(std::move(prior));
     }
     return v;
   }

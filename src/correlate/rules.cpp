@@ -55,13 +55,7 @@ std::string human_kb(uint64_t kb) {
   return buf;
 }
 
-json sample_item(const Listener &l, int64_t wall_ns) {
-  return {{"event", "listen_queue"},
-          {"time", base::format_wall_time(wall_ns)},
-          {"listener", l.address},
-          {"depth", l.depth},
-          {"max", l.max}};
-}
+fact::ListenQueue sample_item(const Listener &l, int64_t wall_ns) { return {wall_ns, l.address, l.depth, l.max}; }
 
 std::string who(uint32_t pid, const std::string &comm) { return comm + " pid " + std::to_string(pid); }
 
@@ -114,10 +108,36 @@ std::deque<HostSample>::const_iterator Facts::first_sample_after(int64_t t) cons
                           [](int64_t v, const HostSample &s) { return v < s.wall_ns; });
 }
 
-json evidence_json(const KernelEvent &ev) {
-  json j = to_json(ev);
-  j.erase("type");
-  return j;
+json to_json(const Evidence &e) {
+  struct ToJson {
+    json operator()(const KernelEvent &ev) const {
+      json j = to_json(ev);
+      j.erase("type"); // an evidence item, not a capture line
+      return j;
+    }
+    json operator()(const fact::ListenQueue &q) const {
+      return {{"event", q.kName}, {"time", base::format_wall_time(q.wall_ns)}, {"listener", q.listener},
+              {"depth", q.depth}, {"max", q.max}};
+    }
+    json operator()(const fact::ListenOverflows &o) const {
+      return {{"event", o.kName}, {"time", base::format_wall_time(o.wall_ns)}, {"delta", o.delta},
+              {"since", base::format_wall_time(o.since_ns)}};
+    }
+    json operator()(const fact::KernelRecordMissing &m) const {
+      return {{"event", m.kName}, {"time", base::format_wall_time(m.wall_ns)}, {"expected", m.expected},
+              {"worker", m.worker}, {"upstream", m.upstream}};
+    }
+    json operator()(const fact::EarlierAttempt &a) const {
+      json j = {{"event", a.kName}, {"time", base::format_wall_time(a.wall_ns)}, {"upstream", a.upstream},
+                {"nginx_error", a.nginx_error}};
+      if (a.kernel)
+        j["kernel"] = (*this)(*a.kernel);
+      else if (a.kernel_missing)
+        j["kernel"] = "missing";
+      return j;
+    }
+  };
+  return std::visit(ToJson{}, e);
 }
 
 // ---------------------------------------------------------------- Facts
@@ -345,10 +365,7 @@ Facts::Overflow Facts::overflow_between(const std::string &upstream, int64_t fro
     before = &*first;
   if (before && after && after->listen_overflows > before->listen_overflows) {
     out.overflows_delta = after->listen_overflows - before->listen_overflows;
-    out.evidence.push_back({{"event", "listen_overflows"},
-                            {"time", base::format_wall_time(after->wall_ns)},
-                            {"delta", out.overflows_delta},
-                            {"since", base::format_wall_time(before->wall_ns)}});
+    out.evidence.push_back(fact::ListenOverflows{after->wall_ns, before->wall_ns, out.overflows_delta});
   }
   return out;
 }
@@ -548,9 +565,9 @@ bool death_rule(Context &c, bool refused, int64_t conn_start_ns) {
                      std::string(c.in.kernel ? "millisecond" : "second") + " as the failure";
   std::string owner = who(death->pid, death->comm) + ", which owned " + up + ",";
   c.v.upstream_process = ProcessRef{death->pid, death->comm};
-  c.v.evidence.push_back(evidence_json(*death->cause));
+  c.v.evidence.push_back(*death->cause);
   if (death->exit && death->exit != death->cause)
-    c.v.evidence.push_back(evidence_json(*death->exit));
+    c.v.evidence.push_back(*death->exit);
   if (const auto *o = std::get_if<OomVictim>(&death->cause->record)) {
     c.v.cause = cause::kOomKilled;
     c.v.summary = owner + " was OOM-killed " + when + " (rss " + human_kb(o->anon_rss_kb + o->file_rss_kb + o->shmem_rss_kb) + ")";
@@ -591,9 +608,8 @@ bool overflow_rule(Context &c, int64_t from_ns, const std::string &symptom) {
   c.v.cause = cause::kAcceptQueueOverflow;
   std::string detail;
   if (o.queue_full) {
-    const auto &q = o.evidence.front();
-    detail = "its accept queue was full (" + std::to_string(q["depth"].get<uint32_t>()) + "/" +
-             std::to_string(q["max"].get<uint32_t>()) + ")";
+    const auto &q = std::get<fact::ListenQueue>(o.evidence.front());
+    detail = "its accept queue was full (" + std::to_string(q.depth) + "/" + std::to_string(q.max) + ")";
   }
   if (o.overflows_delta) {
     if (!detail.empty())
@@ -690,7 +706,7 @@ void conn_rules(Context &c, const ConnFail &k, int64_t boot_to_wall) {
                     ": a firewall REJECT rule";
     }
     for (auto *d : c.facts.netfilter_drops(k, start_ns - kSecond / 10, c.window_end()))
-      c.v.evidence.push_back(evidence_json(*d));
+      c.v.evidence.push_back(*d);
     return;
   }
   case ConnFailure::SynTimeout:
@@ -701,7 +717,7 @@ void conn_rules(Context &c, const ConnFail &k, int64_t boot_to_wall) {
       c.v.summary = "netfilter dropped nginx's SYN to " + c.v.upstream + " (" + std::to_string(drops.size()) +
                     " drop(s), " + std::to_string(k.syn_retrans) + " retransmit(s))";
       for (auto *d : drops)
-        c.v.evidence.push_back(evidence_json(*d));
+        c.v.evidence.push_back(*d);
       return;
     }
     std::string symptom = k.syn_retrans ? "nginx's SYN was retransmitted " + std::to_string(k.syn_retrans) + " time(s)"
@@ -791,17 +807,13 @@ void log_only_rules(Context &c, const nginx::ErrorLogLine &line) {
 // nginx's line called for a kernel record (causes.h: one whose kind agrees) and none came: say so,
 // never borrow a record of another kind.
 void note_missing_record(Context &c, const nginx::ErrorLogLine &line) {
-  json expected = json::array();
+  std::vector<std::string> expected;
   auto kinds = line_kinds(line);
   for (int i = 0; i < kinds.n; ++i)
     expected.push_back(std::string(enum_name(kinds.kinds[i].kind)) +
                        (kinds.kinds[i].err ? ":" + errno_name(kinds.kinds[i].err) : ""));
-  c.v.evidence.push_back({{"event", "kernel_record_missing"},
-                          {"time", base::format_wall_time(c.in.line_ns)},
-                          {"expected", expected},
-                          {"worker", line.pid},
-                          {"upstream", c.v.upstream}});
-  c.v.summary += " (the kernel's record of this attempt is missing: no " + expected.front().get<std::string>() +
+  c.v.evidence.push_back(fact::KernelRecordMissing{c.in.line_ns, expected, line.pid, c.v.upstream});
+  c.v.summary += " (the kernel's record of this attempt is missing: no " + expected.front() +
                  " record from this worker to " + (c.v.upstream.empty() ? "the upstream" : c.v.upstream) +
                  " around nginx's line)";
 }
@@ -821,7 +833,7 @@ Verdict decide(const RuleInput &in, const Facts &facts, const CorrelatorOptions 
       v.upstream = s->target;
   }
   if (in.kernel)
-    v.evidence.push_back(evidence_json(*in.kernel));
+    v.evidence.push_back(*in.kernel);
   Context c{in, facts, v, v.wall_ns};
 
   if (in.line && in.line->failure == nginx::UpstreamFailure::no_live_upstreams) {

@@ -35,7 +35,6 @@ inline constexpr int64_t kSampleGranularityNs = 500000000;
 // for a loaded host.
 inline constexpr int64_t kExitClosesFilesNs = 50000000;
 
-nlohmann::json evidence_json(const KernelEvent &ev);
 
 class Facts {
 public:
@@ -61,7 +60,7 @@ public:
   bool sampled(int64_t from_ns, int64_t to_ns) const;
   // Samples showing the accept queue of `upstream`'s listener full, and the ListenOverflows delta.
   struct Overflow {
-    std::vector<nlohmann::json> evidence;
+    std::vector<Evidence> evidence;
     bool queue_full = false;
     uint64_t overflows_delta = 0;
   };

@@ -507,21 +507,19 @@ struct PerfettoExporter::Impl {
     ++st.verdicts;
     FlowIds term;
     std::set<std::string> cited;
-    auto cite = [&](const nlohmann::json &e) {
-      if (!e.is_object() || !e.contains("boot_ns") || !e.contains("event") || !e["boot_ns"].is_number_integer() ||
-          !e["event"].is_string())
-        return;
-      const std::string key =
-          flow_key(e["event"].get<std::string>(), e["boot_ns"].get<uint64_t>(), e.value("cpu", uint64_t{0}));
+    // Arrows end at the kernel records the verdict cites (and those of its earlier attempts).
+    auto cite = [&](const KernelEvent &e) {
+      const std::string key = flow_key(event_name(e.record), e.boot_ns, e.cpu);
       if (!cited.insert(key).second)
         return;
       if (auto id = take(key))
         term.push_back(*id);
     };
     for (const auto &e : v.evidence) {
-      cite(e);
-      if (e.is_object() && e.contains("kernel"))
-        cite(e["kernel"]);
+      if (const auto *k = std::get_if<KernelEvent>(&e))
+        cite(*k);
+      else if (const auto *a = std::get_if<fact::EarlierAttempt>(&e); a && a->kernel)
+        cite(*a->kernel);
     }
     for (uint64_t rel : v.related)
       if (auto id = take(verdict_key(rel)))

@@ -68,7 +68,7 @@ std::string text_report(const Verdict &v) {
     out += "\n";
   }
   for (const auto &e : v.evidence)
-    out += "    " + evidence_line(e) + "\n";
+    out += "    " + evidence_line(to_json(e)) + "\n";
   return out;
 }
 

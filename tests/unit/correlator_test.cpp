@@ -95,7 +95,7 @@ Listener listener(const std::string &addr, uint32_t pid, const std::string &comm
 
 bool has_event(const Verdict &v, const std::string &name) {
   for (const auto &e : v.evidence)
-    if (e.value("event", "") == name)
+    if (to_json(e).value("event", "") == name)
       return true;
   return false;
 }
@@ -116,8 +116,8 @@ TEST(CorrelatorFixture, RecordedNoListenerCaptureGivesOneVerdictPer502) {
     EXPECT_EQ(v.upstream, "127.0.0.1:18081");
     EXPECT_EQ(v.status, 502);
     EXPECT_TRUE(has_event(v, "conn_fail"));
-    EXPECT_EQ(v.evidence[0]["failure"], "rst_in_syn_sent");
-    EXPECT_EQ(v.evidence[0]["pid"], v.nginx_pid); // never across workers
+    EXPECT_EQ(to_json(v.evidence[0])["failure"], "rst_in_syn_sent");
+    EXPECT_EQ(to_json(v.evidence[0])["pid"], v.nginx_pid); // never across workers
     workers.insert(v.nginx_pid);
   }
   EXPECT_EQ(workers, (std::set<uint32_t>{22361, 22363}));
@@ -410,7 +410,7 @@ TEST(CorrelatorRules, UnixEagainIsUnixBacklogFull) {
   ASSERT_EQ(v.size(), 1u);
   EXPECT_EQ(v[0].cause, "unix_backlog_full");
   EXPECT_EQ(v[0].upstream, "unix:/run/php/php-fpm.sock");
-  EXPECT_EQ(v[0].evidence[0]["errno"], EAGAIN);
+  EXPECT_EQ(to_json(v[0].evidence[0])["errno"], EAGAIN);
 }
 
 TEST(CorrelatorRules, TooBigHeaderIsNoKernelFault) {
@@ -482,7 +482,7 @@ TEST(CorrelatorRules, NeverMatchesAcrossWorkers) {
   EXPECT_EQ(v[0].cause, "unknown");
   // Never the other worker's record: the verdict says its own is missing.
   ASSERT_EQ(v[0].evidence.size(), 1u);
-  EXPECT_EQ(v[0].evidence[0]["event"], "kernel_record_missing");
+  EXPECT_EQ(to_json(v[0].evidence[0])["event"], "kernel_record_missing");
   EXPECT_FALSE(has_event(v[0], "conn_fail"));
 }
 
@@ -563,7 +563,7 @@ nginx::AccessLogLine access(int status, const std::string &request, std::optiona
   return a;
 }
 
-int local_port_of(const Verdict &v) { return v.evidence[0]["local"].get<std::string>().back() - '0'; }
+int local_port_of(const Verdict &v) { return to_json(v.evidence[0])["local"].get<std::string>().back() - '0'; }
 
 } // namespace
 
@@ -597,8 +597,8 @@ TEST(CorrelatorJoin, TwoWorkersInterleavedResetsAndFinsKeepTheirOwnCauses) {
     bool reset = x.nginx_error->find("104") != std::string::npos;
     EXPECT_EQ(x.cause, reset ? "connection_reset" : "upstream_closed_early") << *x.nginx_error;
     ASSERT_FALSE(x.evidence.empty());
-    EXPECT_EQ(x.evidence[0]["failure"], reset ? "rst_established" : "fin_before_data");
-    EXPECT_EQ(x.evidence[0]["pid"], x.nginx_pid);
+    EXPECT_EQ(to_json(x.evidence[0])["failure"], reset ? "rst_established" : "fin_before_data");
+    EXPECT_EQ(to_json(x.evidence[0])["pid"], x.nginx_pid);
   }
   EXPECT_EQ(c.stats().lines_missing_kernel_record, 0u);
   EXPECT_EQ(c.stats().kernel_failures_unmatched, 0u);
@@ -640,7 +640,7 @@ TEST(CorrelatorJoin, NoAgreeingRecordSaysItIsMissingAndBorrowsNothing) {
   EXPECT_NE(v[0].cause, "upstream_closed_early");
   EXPECT_FALSE(has_event(v[0], "conn_fail"));
   ASSERT_TRUE(has_event(v[0], "kernel_record_missing"));
-  EXPECT_EQ(v[0].evidence[0]["expected"][0], "rst_established");
+  EXPECT_EQ(to_json(v[0].evidence[0])["expected"][0], "rst_established");
   EXPECT_NE(v[0].summary.find("missing"), std::string::npos) << v[0].summary;
   EXPECT_EQ(c.stats().lines_missing_kernel_record, 1u);
   EXPECT_EQ(c.stats().kernel_failures_unmatched, 1u); // the FIN nobody reported

@@ -82,11 +82,7 @@ OomVictim oom() {
   return o;
 }
 
-nlohmann::json evidence(const KernelEvent &ev) {
-  nlohmann::json j = to_json(ev);
-  j.erase("type");
-  return j;
-}
+Evidence evidence(const KernelEvent &ev) { return ev; }
 
 class PerfettoExport : public ::testing::Test {
 protected:
@@ -143,7 +139,7 @@ protected:
     v.status = 502;
     v.nginx_error = "recv() failed (104: Connection reset by peer) while reading response header from upstream";
     v.upstream_process = ProcessRef{2000, "gunicorn"};
-    v.evidence = nlohmann::json::array({evidence(fail_ev), evidence(oom_ev)});
+    v.evidence = {evidence(fail_ev), evidence(oom_ev)};
     x.verdict(v);
     return v;
   }
@@ -295,7 +291,7 @@ TEST_F(PerfettoExport, AccessLineOnTheSoleWorkerAndNoLiveUpstreamsLinksEarlierVe
     first.cause = cause::kNoListener;
     first.upstream = "127.0.0.1:8080";
     first.nginx_pid = 1001;
-    first.evidence = nlohmann::json::array({evidence(fail)});
+    first.evidence = {evidence(fail)};
     x.verdict(first);
     Verdict down;
     down.id = 8;
@@ -378,7 +374,7 @@ TEST_F(PerfettoExport, MemoryIsBoundedOverALongTrace) {
   v.wall_ns = first.wall_ns;
   v.cause = cause::kNoListener;
   v.nginx_pid = 3000;
-  v.evidence = nlohmann::json::array({evidence(first)});
+  v.evidence = {evidence(first)};
   x.verdict(v);
   x.close();
   EXPECT_EQ(x.stats().flows_unresolved, 1u);

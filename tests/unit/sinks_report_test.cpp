@@ -25,13 +25,17 @@ TEST(TextReport, EscapesEveryFieldFromOutside) {
   v.nginx_error = "connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, "
                   "server: s, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:1/\", host: \"h\", "
                   "referrer: \"\x1b]52;c;ZXZpbA==\x07\x1b[31mred\xC2\x9B\"";
-  v.evidence.push_back({{"event", "conn_fail"}, {"comm", "\xEF\xBF\xBD\x1b[31m"}, {"pid", 7}});
+  ConnFail c;
+  c.comm = "\xEF\xBF\xBD\x1b[31m";
+  c.pid = 7;
+  v.evidence.push_back(KernelEvent{0, 0, 0, false, c});
   std::string out = sinks::text_report(v);
   EXPECT_FALSE(has_control(out)) << out;
   EXPECT_NE(out.find("referrer: \"\\x1b]52;c;ZXZpbA==\\x07\\x1b[31mred\\u009b\""), std::string::npos) << out;
   EXPECT_NE(out.find("  502  127.0.0.1:1\\x1b[2J  worker 0  no_listener\n"), std::string::npos) << out;
   EXPECT_NE(out.find("  nothing listens on 127.0.0.1:1\\x0d\n"), std::string::npos) << out;
-  EXPECT_NE(out.find("conn_fail comm=\xEF\xBF\xBD\\x1b[31m pid=7"), std::string::npos) << out;
+  EXPECT_NE(out.find(" comm=\xEF\xBF\xBD\\x1b[31m failure=syn_timeout"), std::string::npos) << out;
+  EXPECT_NE(out.find(" pid=7 "), std::string::npos) << out;
 }
 
 TEST(SummaryTable, EscapesUpstreamNamesAndKeepsColumns) {
