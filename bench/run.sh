@@ -3,10 +3,8 @@
 #
 # A proxy nginx (no upstream keepalive: a fresh upstream connection per request) in front of an
 # upstream nginx on 127.0.0.1, loaded by wrk, in interleaved rounds under each configuration:
-#   baseline       no tracer
-#   why502-watch   why502 watch --json -o FILE --nginx-pid MASTER
-#   why502-events  why502 events --json --pid MASTER > FILE
-#   bpftrace       bpftrace bench/peer.bt (same classic tracepoints, failures only)
+# baseline (no tracer) and each row of the TRACERS table below (why502 watch, why502 events, the
+# bpftrace peer bench/peer.bt); a new peer is a new row there.
 # Prints median req/s per configuration and the ratio to baseline, then a profile round with
 # kernel.bpf_stats_enabled=1 (ns per program run, runs per request). Raw numbers go to
 # bench/results/<date>.md. See bench/README.md. Needs root.
@@ -210,30 +208,37 @@ cpu_ticks() { # pid... -> utime+stime summed (clock ticks)
   echo "$t"
 }
 
+# The tracer configurations, one row each: a new peer is a new row. Columns (separated by '|'):
+#   name     as CONFIGS names it ("baseline" runs no tracer and has no row)
+#   ready    an extended regex: attached once the output has a line matching it
+#   settle   seconds to wait after that (bpftrace 0.17 prints "Attaching" before it is attached)
+#   losses   how its output reports what it missed: "stats" (why502's stats line) or "lines" (count)
+#   command  run by bash with $out (its output file), $MASTER, $WHY502, $HERE and PEER_ARGS set
+TRACERS='
+why502-watch  | "type":"start"           | 0 | stats | "$WHY502" watch --json -o "$out" --nginx-pid "$MASTER"
+why502-events | "type":"start"           | 0 | stats | "$WHY502" events --json --pid "$MASTER" >"$out"
+bpftrace      | ^Attaching [0-9]+ probes | 1 | lines | bpftrace -B none -o "$out" "$HERE/peer.bt" "${PEER_ARGS[@]}"
+'
+
+tracer_field() { # config column(1-based) -> the row's field, trimmed; fails for an unknown config
+  awk -F'|' -v c="$1" -v k="$2" '{ n = $1; gsub(/^ +| +$/, "", n) } n == c {
+    f = $k; for (i = k + 1; i <= NF && k == 5; i++) f = f "|" $i   # the command may hold a pipe
+    gsub(/^ +| +$/, "", f); print f; found = 1 } END { exit !found }' <<<"$TRACERS"
+}
+
 start_tracer() { # config tag -> sets TRACER_PID, waits until attached
-  local cfg=$1 tag=$2 i out=$TMP/$tag.out
+  local cfg=$1 tag=$2 i out=$TMP/$tag.out cmd ready settle
   TRACER_PID=""
-  case $cfg in
-  baseline) return 0 ;;
-  why502-watch)
-    "$WHY502" watch --json -o "$out" --nginx-pid "$MASTER" 2>"$TMP/$tag.err" &
-    ;;
-  why502-events)
-    "$WHY502" events --json --pid "$MASTER" >"$out" 2>"$TMP/$tag.err" &
-    ;;
-  bpftrace)
-    bpftrace -B none -o "$out" "$HERE/peer.bt" "${PEER_ARGS[@]}" 2>"$TMP/$tag.err" &
-    ;;
-  *) die "unknown configuration $cfg" ;;
-  esac
+  [[ $cfg == baseline ]] && return 0
+  cmd=$(tracer_field "$cfg" 5) || die "unknown configuration $cfg (not a row of TRACERS)"
+  ready=$(tracer_field "$cfg" 2)
+  settle=$(tracer_field "$cfg" 3)
+  eval "$cmd" 2>"$TMP/$tag.err" &
   TRACER_PID=$!
-  # Attached when why502's start line ("type":"start") is out. bpftrace 0.17 delivers its BEGIN
-  # printf late, so for it: "Attaching N probes..." plus one second (the warm-up follows anyway).
   for ((i = 0; i < 300; i++)); do
     kill -0 "$TRACER_PID" 2>/dev/null || { cat "$TMP/$tag.err" >&2; die "$cfg exited early"; }
-    grep -q '"type":"start"' "$out" 2>/dev/null && return 0
-    if grep -qE '^Attaching [0-9]+ probes' "$out" 2>/dev/null; then
-      sleep 1
+    if grep -qE "$ready" "$out" 2>/dev/null; then
+      sleep "$settle"
       return 0
     fi
     sleep 0.1
@@ -314,16 +319,18 @@ measure() { # config round [profile]
   fi
 
   stop_pid "$TRACER_PID" INT
-  if [[ $cfg == why502-* ]]; then
+  case $( [[ $cfg == baseline ]] || tracer_field "$cfg" 4) in
+  stats)
     local stats
     stats=$(grep '"type":"stats"' "$TMP/$tag.out" | tail -1 || true)
     echo -e "$cfg\t$round\t${stats:-no stats line}" >>"$LOSSES"
-  fi
-  if [[ $cfg == bpftrace ]]; then
+    ;;
+  lines)
     local fails
     fails=$(grep -cvE '^(ready|Attaching .*)?$' "$TMP/$tag.out" || true)
     echo -e "$cfg\t$round\tfailure lines printed: $fails" >>"$LOSSES"
-  fi
+    ;;
+  esac
   TRACER_PID=""
   if ((!profile)); then
     echo -e "$cfg\t$round\t$rps\t${non2xx:-0}\t${errs:-0}\t$cpu_us\t$tr_pct\t$load1\t$busy\t$all_us" >>"$RAW"

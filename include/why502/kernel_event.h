@@ -11,6 +11,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "why502/address.h"
 #include "why502/enum_names.h"
 
 namespace why502 {
@@ -31,12 +32,8 @@ enum FieldFlag : unsigned {
 template <class Self, class Record>
 concept RecordRef = std::is_same_v<std::remove_const_t<Self>, Record>;
 
-struct Endpoint {
-  std::string addr; // "127.0.0.1", "::1"
-  uint16_t port = 0;
-  bool operator==(const Endpoint &) const = default;
-  std::string str() const; // "127.0.0.1:8080", "[::1]:8080"
-};
+// A socket address in a record: "127.0.0.1:8080", "[::1]:8080" (why502/address.h).
+using Endpoint = Address;
 
 enum class ConnFailure { RstInSynSent, RstEstablished, FinBeforeData, SynTimeout, IcmpError, SynRetransmit };
 template <> struct EnumNames<ConnFailure> {
@@ -315,8 +312,9 @@ std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::st
 nlohmann::json to_json(const KernelEvent &ev);
 std::optional<KernelEvent> event_from_json(const nlohmann::json &j, std::string *error);
 
-// The JSON Schema (draft 2020-12) of every capture line's record, generated from the field lists.
-nlohmann::json event_schema();
+// The JSON Schema (draft 2020-12) of a kernel record, generated from the field lists: as a capture
+// line, or (evidence_item) as a verdict cites it, without "type". docs/schema holds both.
+nlohmann::json event_schema(bool evidence_item = false);
 
 // Record fields the text report leaves out: step times and join keys (kFieldTiming, kFieldBookkeeping).
 bool is_hidden_detail(std::string_view key);

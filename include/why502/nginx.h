@@ -20,30 +20,11 @@
 #include <variant>
 #include <vector>
 
+#include "why502/error.h"
+
 namespace why502::nginx {
 
-// Small expected-style result: a value or one human-readable error line.
-template <class T> class Result {
-public:
-  Result(T value) : v_(std::move(value)) {}
-  static Result failure(std::string message) { return Result(Error{std::move(message)}); }
-  bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-  T &value() { return std::get<0>(v_); }
-  const T &value() const { return std::get<0>(v_); }
-  T *operator->() { return &value(); }
-  const T *operator->() const { return &value(); }
-  T &operator*() { return value(); }
-  const T &operator*() const { return value(); }
-  const std::string &error() const { return std::get<1>(v_).message; }
-
-private:
-  struct Error {
-    std::string message;
-  };
-  explicit Result(Error e) : v_(std::move(e)) {}
-  std::variant<T, Error> v_;
-};
+using why502::Result; // why502/error.h: the one error style
 
 // Counts of lines a parser accepted or rejected; rejected lines are never fatal.
 struct ParseStats {

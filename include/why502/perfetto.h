@@ -27,12 +27,11 @@
 #include <variant>
 #include <vector>
 
+#include "why502/error.h"
+
 namespace why502::perfetto {
 
-class Error : public std::runtime_error {
-public:
-  using std::runtime_error::runtime_error;
-};
+using why502::Error; // why502/error.h: one exception type
 
 // Builtin clock ids (perfetto.protos.BuiltinClock).
 inline constexpr uint32_t kClockRealtime = 1;

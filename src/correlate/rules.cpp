@@ -75,18 +75,8 @@ constexpr size_t kMaxRelatedScan = 256;
 
 // The port of "1.2.3.4:80" / "[::1]:80"; 0 for unix paths and upstream{} names.
 uint16_t port_of(const std::string &address) {
-  auto colon = address.rfind(':');
-  if (address.rfind("unix:", 0) == 0 || colon == std::string::npos || colon + 1 >= address.size())
-    return 0;
-  uint32_t port = 0;
-  for (size_t i = colon + 1; i < address.size(); ++i) {
-    if (address[i] < '0' || address[i] > '9')
-      return 0;
-    port = port * 10 + uint32_t(address[i] - '0');
-    if (port > 65535)
-      return 0;
-  }
-  return uint16_t(port);
+  auto a = Address::parse(address);
+  return a && !a->is_unix() ? a->port : 0;
 }
 
 } // namespace

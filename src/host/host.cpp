@@ -142,78 +142,11 @@ std::optional<HostSample> host_sample_from_json(const json &j, std::string *erro
 
 // ---------------------------------------------------------------- listener_serves
 
-namespace {
-
-struct InetAddr {
-  int family = 0;
-  unsigned char bytes[16] = {};
-  uint16_t port = 0;
-};
-
-// "1.2.3.4:80" or "[::1]:80".
-std::optional<InetAddr> parse_inet(const std::string &s) {
-  std::string host, port;
-  if (!s.empty() && s[0] == '[') {
-    auto close = s.find("]:");
-    if (close == std::string::npos)
-      return std::nullopt;
-    host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    auto colon = s.rfind(':');
-    if (colon == std::string::npos || s.find(':') != colon)
-      return std::nullopt;
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-  }
-  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), ::isdigit))
-    return std::nullopt;
-  unsigned long p = std::stoul(port);
-  if (p > 65535)
-    return std::nullopt;
-  InetAddr a;
-  a.port = uint16_t(p);
-  if (inet_pton(AF_INET, host.c_str(), a.bytes) == 1)
-    a.family = AF_INET;
-  else if (inet_pton(AF_INET6, host.c_str(), a.bytes) == 1)
-    a.family = AF_INET6;
-  else
-    return std::nullopt;
-  return a;
-}
-
-bool is_zero(const unsigned char *b, size_t n) {
-  return std::all_of(b, b + n, [](unsigned char c) { return c == 0; });
-}
-
-bool is_v4_mapped(const unsigned char *b) {
-  static const unsigned char prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  return memcmp(b, prefix, 12) == 0;
-}
-
-} // namespace
-
 bool listener_serves(const std::string &listener, const std::string &upstream) {
-  bool lu = listener.rfind("unix:", 0) == 0, uu = upstream.rfind("unix:", 0) == 0;
-  if (lu || uu)
-    return lu && uu && listener == upstream;
-  auto l = parse_inet(listener), u = parse_inet(upstream);
+  auto l = Address::parse(listener), u = Address::parse(upstream);
   if (!l || !u)
-    return listener == upstream;
-  if (l->port != u->port)
-    return false;
-  if (l->family == AF_INET) {
-    if (u->family == AF_INET6 && is_v4_mapped(u->bytes)) // upstream [::ffff:a.b.c.d]
-      return is_zero(l->bytes, 4) || memcmp(l->bytes, u->bytes + 12, 4) == 0;
-    return u->family == AF_INET && (is_zero(l->bytes, 4) || memcmp(l->bytes, u->bytes, 4) == 0);
-  }
-  // An IPv6 listener: [::] takes IPv6 and (dual-stack, the Linux default) IPv4 too;
-  // [::ffff:a.b.c.d] takes that IPv4 address.
-  if (is_zero(l->bytes, 16))
-    return true;
-  if (u->family == AF_INET6)
-    return memcmp(l->bytes, u->bytes, 16) == 0;
-  return is_v4_mapped(l->bytes) && memcmp(l->bytes + 12, u->bytes, 4) == 0;
+    return listener == upstream; // an upstream{} name, or text that is no address
+  return l->serves(*u);
 }
 
 // ---------------------------------------------------------------- HostSampler

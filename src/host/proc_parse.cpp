@@ -58,16 +58,16 @@ bool parse_hex_endpoint(std::string_view s, std::string *out) {
 } // namespace
 
 std::string format_inet(int family, const void *addr, uint16_t port) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (!inet_ntop(family, addr, buf, sizeof(buf)))
+  if (family != AF_INET && family != AF_INET6)
     return {};
-  return Endpoint{buf, port}.str(); // one spelling of addresses everywhere: "[::1]:80", "1.2.3.4:80"
+  return Address::inet(family, addr, port).str(); // one spelling of addresses everywhere
 }
 
 std::string format_unix(std::string_view name) {
-  std::string out = "unix:";
+  std::string path;
   for (char c : name)
-    out.push_back(c == '\0' ? '@' : c);
+    path.push_back(c == '\0' ? '@' : c);
+  std::string out = Address::unix_socket(path).str();
   // A path is any bytes its creator chose; the kernel decoder sanitizes the same way, so the two
   // still compare equal.
   base::make_valid_utf8(out);

@@ -15,27 +15,7 @@
 
 namespace why502 {
 
-std::string Endpoint::str() const {
-  if (addr.find(':') != std::string::npos)
-    return "[" + addr + "]:" + std::to_string(port);
-  return addr + ":" + std::to_string(port);
-}
-
 namespace {
-
-std::string addr_string(int family, const uint8_t *bytes) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (family == AF_INET6) {
-    // IPv4-mapped addresses read better as plain IPv4.
-    static const uint8_t mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (std::memcmp(bytes, mapped_prefix, 12) == 0)
-      return addr_string(AF_INET, bytes + 12);
-    inet_ntop(AF_INET6, bytes, buf, sizeof(buf));
-  } else {
-    inet_ntop(AF_INET, bytes, buf, sizeof(buf));
-  }
-  return buf;
-}
 
 // Task names (prctl PR_SET_NAME) and unix socket paths are any bytes a local user chose: valid UTF-8
 // from here on, so every sink can print them.
@@ -83,7 +63,7 @@ DropReason drop_reason_from(uint32_t code) {
   return DropReason::Other;
 }
 
-Endpoint endpoint(int family, const uint8_t *addr, uint16_t port) { return {addr_string(family, addr), port}; }
+Endpoint endpoint(int family, const uint8_t *addr, uint16_t port) { return Address::inet(family, addr, port); }
 
 } // namespace
 
@@ -199,7 +179,7 @@ std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::st
     s.err = r->err;
     s.fd = r->fd;
     if (r->family == AF_UNIX)
-      s.target = "unix:" + comm_string(r->unix_path, sizeof(r->unix_path));
+      s.target = Address::unix_socket(comm_string(r->unix_path, sizeof(r->unix_path))).str();
     else if (r->family == AF_INET || r->family == AF_INET6)
       s.target = endpoint(r->family, r->addr, r->port).str();
     ev.record = std::move(s);
@@ -319,7 +299,7 @@ std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::st
     u.pid = r->pid;
     u.fd = r->fd;
     u.comm = comm_string(r->comm, sizeof(r->comm));
-    u.address = "unix:" + unix_path_string(r->path, std::min<size_t>(r->path_len, sizeof(r->path)));
+    u.address = Address::unix_socket(unix_path_string(r->path, std::min<size_t>(r->path_len, sizeof(r->path)))).str();
     u.inode = r->inode;
     u.netns = r->netns;
     ev.record = std::move(u);

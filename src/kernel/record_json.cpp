@@ -19,25 +19,6 @@ namespace {
 
 template <class T> constexpr bool kIsNamedEnum = std::is_enum_v<T>;
 
-std::optional<Endpoint> endpoint_from(const std::string &s) {
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos || colon + 1 >= s.size())
-    return std::nullopt;
-  Endpoint e;
-  e.addr = s.substr(0, colon);
-  if (e.addr.size() >= 2 && e.addr.front() == '[' && e.addr.back() == ']')
-    e.addr = e.addr.substr(1, e.addr.size() - 2);
-  try {
-    unsigned long port = std::stoul(s.substr(colon + 1));
-    if (port > 65535)
-      return std::nullopt;
-    e.port = uint16_t(port);
-  } catch (const std::exception &) {
-    return std::nullopt;
-  }
-  return e;
-}
-
 struct JsonWriter {
   json &j;
   template <class T> void operator()(const char *key, const T &value, unsigned = kFieldRequired) {
@@ -65,7 +46,7 @@ struct JsonReader {
       throw std::runtime_error(std::string("missing field \"") + key + "\"");
     }
     if constexpr (std::is_same_v<T, Endpoint>) {
-      auto e = endpoint_from(it->template get<std::string>());
+      auto e = Address::parse(it->template get<std::string>());
       if (!e)
         throw std::runtime_error(std::string("bad endpoint in ") + key);
       value = *e;
@@ -195,16 +176,19 @@ std::optional<KernelEvent> event_from_json(const json &j, std::string *error) {
   }
 }
 
-json event_schema() {
+json event_schema(bool evidence_item) {
   json variants = json::array();
   auto one = [&]<class T>(const T &r) {
-    json properties = {{"type", {{"const", "event"}}},
-                       {"event", {{"const", T::kName}}},
+    json properties = {{"event", {{"const", T::kName}}},
                        {"time", {{"type", "string"}, {"description", "wall time, 2026-11-30T17:02:01.123456Z"}}},
                        {"boot_ns", {{"type", "integer"}, {"minimum", 0}}},
                        {"cpu", {{"type", "integer"}, {"minimum", 0}}},
                        {"host", {{"type", "boolean"}}}};
-    json required = {"type", "event", "time", "boot_ns"};
+    json required = {"event", "time", "boot_ns"};
+    if (!evidence_item) {
+      properties["type"] = {{"const", "event"}};
+      required.push_back("type");
+    }
     fields(r, SchemaWriter{properties, required});
     variants.push_back({{"title", T::kName},
                         {"type", "object"},
@@ -213,8 +197,8 @@ json event_schema() {
                         {"additionalProperties", false}});
   };
   for_each_record_type(one);
-  return {{"$schema", "https://json-schema.org/draft/2020-12/schema"},
-          {"title", "why502 kernel record (a capture line with \"type\": \"event\")"},
+  return {{"title", evidence_item ? "a kernel record cited as evidence (no \"type\")"
+                                  : "a kernel record: a capture line with \"type\": \"event\""},
           {"oneOf", variants}};
 }
 

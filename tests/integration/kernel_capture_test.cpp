@@ -56,8 +56,8 @@ TEST(KernelCapture, ConnectToClosedPortV4IsRstInSynSent) {
   EXPECT_EQ(c->pid, uint32_t(cap.pid));
   EXPECT_EQ(c->tid, uint32_t(cap.pid));
   EXPECT_EQ(c->family, 4);
-  EXPECT_EQ(c->remote.addr, "127.0.0.1");
-  EXPECT_EQ(c->local.addr, "127.0.0.1");
+  EXPECT_EQ(c->remote.host(), "127.0.0.1");
+  EXPECT_EQ(c->local.host(), "127.0.0.1");
   EXPECT_NE(c->local.port, 0);
   EXPECT_EQ(c->sk_err, ECONNREFUSED);
   EXPECT_EQ(c->last_state, "SYN_SENT");
@@ -80,7 +80,7 @@ TEST(KernelCapture, ConnectToClosedPortV6IsRstInSynSent) {
   auto c = find_conn(cap.of<ConnFail>(cap.pid), ConnFailure::RstInSynSent, port);
   ASSERT_TRUE(c) << dump(cap);
   EXPECT_EQ(c->family, 6);
-  EXPECT_EQ(c->remote.addr, "::1");
+  EXPECT_EQ(c->remote.host(), "::1");
   EXPECT_EQ(c->remote.str(), "[::1]:" + std::to_string(port));
   EXPECT_EQ(c->sk_err, ECONNREFUSED);
 }

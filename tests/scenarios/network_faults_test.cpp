@@ -8,7 +8,43 @@ namespace {
 
 class NetScenario : public AppServerScenario {};
 
+// A route into the void: a veth pair whose far end has no address, and a permanent neighbour entry
+// for the target with a MAC no one has, so SYNs leave and nothing answers (the far end discards
+// frames not addressed to it; no firewall is involved). Removed on destruction.
+class VoidRoute {
+public:
+  VoidRoute() {
+    check_command({"ip", "link", "add", kLink, "type", "veth", "peer", "name", kPeer});
+    check_command({"ip", "addr", "add", "10.99.0.1/24", "dev", kLink});
+    check_command({"ip", "link", "set", kLink, "up"});
+    check_command({"ip", "link", "set", kPeer, "up"});
+    check_command({"ip", "neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:00:99", "dev", kLink, "nud", "permanent"});
+  }
+  ~VoidRoute() { run_command({"ip", "link", "del", kLink}); }
+  VoidRoute(const VoidRoute &) = delete;
+  VoidRoute &operator=(const VoidRoute &) = delete;
+  static constexpr const char *kTarget = "10.99.0.2:80"; // in the subnet, held by no one
+
+private:
+  static constexpr const char *kLink = "why502void", *kPeer = "why502void1";
+};
+
 } // namespace
+
+// 8. nginx's SYNs go where nothing answers and nothing records a drop (a host gone dark behind a
+// route): connect times out (504) after SYN retransmits.
+TEST_F(NetScenario, ConnectTimeoutIntoTheVoid) {
+  VoidRoute route;
+  start_nginx(proxy_config(std::string("http://") + VoidRoute::kTarget, "2s"));
+  start_watch();
+  drive("/", 1, 2);
+  ASSERT_NO_FATAL_FAILURE(expect_nginx_failed(504, "upstream timed out (110: Connection timed out) while connecting to upstream"));
+  auto verdicts = finish_watch();
+  if (!watching())
+    return;
+  for (auto &v : expect_verdicts(verdicts, "connect_timeout", VoidRoute::kTarget))
+    EXPECT_EVIDENCE(v, "conn_fail", e.value("failure", "") == "syn_timeout" && e.value("syn_retrans", 0) >= 1);
+}
 
 // 9. iptables DROP of nginx's SYNs: connect times out (504).
 TEST_F(NetScenario, FirewallDrop) {

@@ -17,12 +17,18 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "json_schema.h"
+#include "base/text.h"
+#include "pipeline/replay.h"
 #include "why502/lab.h"
 
 namespace why502::scenario {
@@ -69,9 +75,12 @@ public:
                                   std::to_string(nginx_master), "--duration", std::to_string(duration_s)};
     // A capture beside the verdicts (unless the scenario takes its own): `why502 analyze` on it
     // explains a failed scenario (WHY502_KEEP_TMP=1 keeps the directory).
-    if (std::find(extra.begin(), extra.end(), "--capture") == extra.end()) {
+    if (auto it = std::find(extra.begin(), extra.end(), "--capture"); it == extra.end()) {
+      capture_ = dir + "/capture.jsonl";
       argv.push_back("--capture");
-      argv.push_back(dir + "/capture.jsonl");
+      argv.push_back(capture_);
+    } else if (it + 1 != extra.end()) {
+      capture_ = *(it + 1);
     }
     argv.insert(argv.end(), extra.begin(), extra.end());
     SpawnOptions so;
@@ -96,11 +105,14 @@ public:
   }
   ~Watch() { stop(); }
 
-  // SIGINT (the normal Ctrl-C path: flush and summarise), SIGKILL if it hangs.
+  // SIGINT (the normal Ctrl-C path: flush and summarise), SIGKILL if it hangs. Then every line it
+  // wrote, and every line of its capture, must follow docs/schema/why502-lines.schema.json.
   int stop() {
     if (!stopped_) {
       stopped_ = true;
       status_ = proc_.stop(SIGINT, 15.0);
+      expect_lines_follow_the_schema(out_);
+      expect_lines_follow_the_schema(capture_);
     }
     return status_;
   }
@@ -126,7 +138,23 @@ public:
   std::string stderr_text() const { return read_file(err_); }
 
 private:
-  std::string out_, err_;
+  static void expect_lines_follow_the_schema(const std::string &path) {
+    static const auto schema =
+        why502::test::JsonSchema::load(std::string(WHY502_SOURCE_DIR) + "/docs/schema/why502-lines.schema.json");
+    if (path.empty())
+      return;
+    size_t n = 0, reported = 0;
+    for (auto &l : read_lines(path)) {
+      ++n;
+      json j = json::parse(l, nullptr, false);
+      std::vector<std::string> errors =
+          j.is_discarded() ? std::vector<std::string>{"not JSON"} : schema.validate(j);
+      if (!errors.empty() && reported++ < 5)
+        ADD_FAILURE() << path << ":" << n << " does not follow the schema: " << errors.front() << "\n" << l.substr(0, 2000);
+    }
+  }
+
+  std::string out_, err_, capture_;
   Process proc_;
   bool stopped_ = false;
   int status_ = 0;
@@ -153,8 +181,56 @@ protected:
     dir_ = std::make_unique<TempDir>("why502-scn");
   }
   void TearDown() override {
+    if (const char *cases = getenv("WHY502_SAVE_CASES"); cases && *cases && watch_ && nginx_ && !HasFailure())
+      save_case(cases);
     watch_.reset();
     nginx_.reset();
+  }
+
+  // WHY502_SAVE_CASES=DIR: a passing scenario becomes a correlation case,
+  // DIR/<Suite>.<Test>/{capture.jsonl,error.log,access.log,access_format,expected.jsonl,README.md}
+  // (tests/fixtures/correlate/README.md). expected.jsonl is what `analyze` makes of the saved files,
+  // kept only when its causes and statuses are the live run's.
+  void save_case(const std::string &root) {
+    namespace fs = std::filesystem;
+    watch_->stop();
+    const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
+    const fs::path out = fs::path(root) / (std::string(info->test_suite_name()) + "." + info->name());
+    const fs::path capture = fs::path(dir()) / "capture.jsonl";
+    if (!fs::exists(capture) || fs::file_size(capture) > (2u << 20)) {
+      fprintf(stderr, "save_case: %s: no capture, or over 2 MiB: not saved\n", out.c_str());
+      return;
+    }
+    fs::create_directories(out);
+    fs::copy_file(capture, out / "capture.jsonl", fs::copy_options::overwrite_existing);
+    fs::copy_file(nginx_->error_log(), out / "error.log", fs::copy_options::overwrite_existing);
+    fs::copy_file(nginx_->access_log(), out / "access.log", fs::copy_options::overwrite_existing);
+    std::ofstream(out / "access_format") << kAccessLogFormat << "\n";
+    auto replayed = why502::pipeline::replay({(out / "capture.jsonl").string(), {(out / "error.log").string()},
+                                              {(out / "access.log").string()}, kAccessLogFormat});
+    std::multiset<std::pair<std::string, int>> live, offline;
+    for (auto &v : watch_->verdicts())
+      live.insert({v.value("cause", ""), v.value("status", 0)});
+    std::string expected, summary;
+    std::map<std::pair<std::string, int>, int> counts;
+    for (const auto &v : replayed.verdicts) {
+      offline.insert({v.cause, v.status.value_or(0)});
+      ++counts[{v.cause, v.status.value_or(0)}];
+      expected += why502::base::json_line(why502::to_json(v)) + "\n";
+    }
+    if (live != offline || replayed.verdicts.empty()) {
+      fprintf(stderr, "save_case: %s: analyze disagrees with the live run (or no verdicts): not saved\n", out.c_str());
+      fs::remove_all(out);
+      return;
+    }
+    std::ofstream(out / "expected.jsonl") << expected;
+    for (const auto &[k, n] : counts)
+      summary += "- " + std::to_string(n) + " x `" + k.first + "`" + (k.second ? " (" + std::to_string(k.second) + ")" : "") + "\n";
+    std::ofstream(out / "README.md") << "Recorded from the scenario `" << info->test_suite_name() << "." << info->name()
+                                     << "` (tests/scenarios) with WHY502_SAVE_CASES: a real nginx and upstream in a private\n"
+                                        "network namespace, one injected fault, `why502 watch --capture` beside it.\n"
+                                        "Verdicts (the live run's, and what `analyze` makes of these files):\n"
+                                     << summary;
   }
 
   const std::string &dir() const { return dir_->path(); }

@@ -104,7 +104,7 @@ bool has_event(const Verdict &v, const std::string &name) {
 
 TEST(CorrelatorFixture, RecordedNoListenerCaptureGivesOneVerdictPer502) {
   std::string dir = std::string(WHY502_FIXTURES) + "/correlate/no_listener/";
-  auto r = pipeline::replay({dir + "cap.jsonl",
+  auto r = pipeline::replay({dir + "capture.jsonl",
                         {dir + "error.log"},
                         {dir + "access.log"},
                         "$remote_addr [$time_local] \"$request\" $status $pid $connection $upstream_addr $upstream_status"});
