@@ -32,8 +32,8 @@ constexpr ErrnoCause kTable[] = {
     {ENETDOWN, cause::kHostUnreachable, K::Unreachable, P::None, false},
     {ETIMEDOUT, cause::kConnectTimeout, K::SynTimeout, P::None, false},
     {ECONNRESET, cause::kConnectionReset, K::RstEstablished, P::None, false},
-    {EMFILE, cause::kFdLimit, K::Syscall, P::Socket, true},
-    {ENFILE, cause::kFdLimit, K::Syscall, P::Socket, true},
+    {EMFILE, cause::kFdLimit, K::Syscall, P::Socket, true, " (worker_rlimit_nofile / RLIMIT_NOFILE)"},
+    {ENFILE, cause::kFdLimit, K::Syscall, P::Socket, true, " (system-wide fs.file-max)"},
     // Out of kernel memory for a socket: recorded (and shown as evidence), no cause code of its own.
     {ENOBUFS, nullptr, K::Syscall, P::Socket, true},
     {ENOMEM, nullptr, K::Syscall, P::Socket, true},
@@ -68,11 +68,14 @@ constexpr CauseSpec kCauses[] = {
     {cause::kConnectionReset, T::Tcp, kReset, "nginx's errno 104"},
     {cause::kClosedEarly, T::Both, kStateOnly, "nginx's \"prematurely closed\" line (unix: only that)"},
     {cause::kConnectTimeout, T::Tcp, kTimeout, "nginx's 110 while connecting"},
-    {cause::kHostUnreachable, T::Tcp, kUnreachable, "nginx's errno 113/101"},
+    {cause::kHostUnreachable, T::Tcp, kUnreachable, "nginx's errno 113/101", "no route to {upstream}: {how}"},
     {cause::kFirewallDrop, T::Tcp, kFirewall, ""},
-    {cause::kConnectDenied, T::Both, kConnectOnly, "nginx's errno 1/13"},
-    {cause::kEphemeralPorts, T::Tcp, kConnectOnly, "nginx's errno 99"},
-    {cause::kFdLimit, T::Both, kFds, "nginx's errno 24/23"},
+    {cause::kConnectDenied, T::Both, kConnectOnly, "nginx's errno 1/13",
+     "the kernel refused nginx's connect to {upstream}: {how} (a local firewall rule, SELinux/LSM or cgroup policy)"},
+    {cause::kEphemeralPorts, T::Tcp, kConnectOnly, "nginx's errno 99",
+     "no local port was free to connect to {upstream}: {how} (ip_local_port_range exhausted; consider upstream "
+     "keepalive)"},
+    {cause::kFdLimit, T::Both, kFds, "nginx's errno 24/23", "nginx worker ran out of file descriptors: {how}"},
     {cause::kNoLiveUpstreams, T::Both, {}, "nginx's \"no live upstreams\" line and the verdicts that marked servers down"},
     {cause::kNoKernelFault, T::Tcp, kStateOnly, "the connection's record showing a clean exchange"},
     {cause::kUnknown, T::Both, {}, ""},
@@ -110,6 +113,23 @@ std::vector<std::string> causes_degraded_by(const std::vector<ProgramStatus> &pr
       for (auto &c : causes_needing(p.program))
         out.insert(c);
   return {out.begin(), out.end()};
+}
+
+std::string errno_summary(const CauseSpec &c, const std::string &upstream, const std::string &how) {
+  std::string out;
+  for (std::string_view t = c.errno_summary ? c.errno_summary : ""; !t.empty();) {
+    if (t.starts_with("{upstream}")) {
+      out += upstream;
+      t.remove_prefix(10);
+    } else if (t.starts_with("{how}")) {
+      out += how;
+      t.remove_prefix(5);
+    } else {
+      out += t.front();
+      t.remove_prefix(1);
+    }
+  }
+  return out;
 }
 
 std::vector<int> errnos_proving(std::string_view code) {

@@ -30,7 +30,14 @@ struct CauseSpec {
   // BPF programs whose records prove it (program:: names); fewer attached, less evidence.
   std::span<const char *const> programs;
   const char *also; // the other facts its rule reads, in words (host samples, nginx's lines)
+  // For a cause an errno proves by itself: the verdict's summary, with {upstream} and {how} (who
+  // reported the errno: "connect() failed with EADDRNOTAVAIL", nginx's "(99: ...)"). nullptr: the
+  // cause has a rule of its own (rules.cpp), or no errno proves it alone.
+  const char *errno_summary = nullptr;
 };
+
+// errno_summary with its placeholders filled in.
+std::string errno_summary(const CauseSpec &c, const std::string &upstream, const std::string &how);
 
 std::span<const CauseSpec> cause_specs();
 const CauseSpec *cause_spec(std::string_view code);
@@ -74,6 +81,7 @@ struct ErrnoCause {
   JoinKind kind;     // the kernel record that reports it
   SyscallProbe probe;
   bool accept_probe; // BPF also reports accept()/accept4() failing with it (a worker out of resources)
+  const char *hint = ""; // appended to the cause's errno_summary ("(worker_rlimit_nofile / RLIMIT_NOFILE)")
 };
 
 std::span<const ErrnoCause> errno_causes();

@@ -648,20 +648,11 @@ bool errno_rule(Context &c, int err, const std::string &how, bool from_kernel) {
     c.v.summary = what + ": " + how;
     return true;
   }
-  if (code == cause::kEphemeralPorts) {
-    c.v.summary = "no local port was free to connect to " + up + ": " + how +
-                  " (ip_local_port_range exhausted; consider upstream keepalive)";
-  } else if (code == cause::kFdLimit) {
-    c.v.summary = "nginx worker ran out of file descriptors: " + how +
-                  (err == EMFILE ? " (worker_rlimit_nofile / RLIMIT_NOFILE)" : " (system-wide fs.file-max)");
-  } else if (code == cause::kConnectDenied) {
-    c.v.summary = "the kernel refused nginx's connect to " + up + ": " + how +
-                  " (a local firewall rule, SELinux/LSM or cgroup policy)";
-  } else if (code == cause::kHostUnreachable) {
-    c.v.summary = "no route to " + up + ": " + how;
-  } else {
+  // The rest: the cause table says what the errno proves and how to say it.
+  const CauseSpec *spec = cause_spec(code);
+  if (!spec || !spec->errno_summary)
     return false; // timeouts and resets: proved by the TCP records, not by an errno alone
-  }
+  c.v.summary = errno_summary(*spec, up, how) + e->hint;
   c.v.cause = std::string(code);
   return true;
 }

@@ -187,3 +187,19 @@ TEST(Causes, NginxMessagesAgreeOnlyWithTheirKernelRecord) {
                                 "to upstream" + kCtx + "\"http://unix:/run/a.sock:/\"");
   EXPECT_TRUE(needs_syscall_probes(unix_refused_line));
 }
+
+TEST(Causes, AnErrnoThatProvesACauseAloneSaysHow) {
+  // A syscall errno with a cause and no rule of its own is worded by the table.
+  for (const auto &e : errno_causes()) {
+    if (!e.cause || e.kind != JoinKind::Syscall || std::string_view(e.cause) == cause::kNoListener ||
+        std::string_view(e.cause) == cause::kUnixBacklogFull)
+      continue;
+    const CauseSpec *c = cause_spec(e.cause);
+    ASSERT_NE(c, nullptr);
+    EXPECT_NE(c->errno_summary, nullptr) << e.cause;
+  }
+  const CauseSpec *ports = cause_spec(cause::kEphemeralPorts);
+  EXPECT_EQ(errno_summary(*ports, "10.0.0.1:80", "connect() failed with EADDRNOTAVAIL"),
+            "no local port was free to connect to 10.0.0.1:80: connect() failed with EADDRNOTAVAIL "
+            "(ip_local_port_range exhausted; consider upstream keepalive)");
+}
