@@ -13,6 +13,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "why502/error.h"
+
 namespace why502 {
 
 struct ProcessRef {
@@ -39,7 +41,7 @@ struct HostSample {
 };
 
 nlohmann::json to_json(const HostSample &s);
-std::optional<HostSample> host_sample_from_json(const nlohmann::json &j, std::string *error);
+Result<HostSample> host_sample_from_json(const nlohmann::json &j);
 
 // True when `listener` (as in Listener::address) accepts connections for `upstream`
 // ("127.0.0.1:8080" matches "0.0.0.0:8080" and "[::]:8080" too; unix paths match exactly).

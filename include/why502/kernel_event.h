@@ -12,6 +12,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "why502/address.h"
+#include "why502/error.h"
 #include "why502/enum_names.h"
 
 namespace why502 {
@@ -304,13 +305,13 @@ struct KernelEvent {
 std::string_view event_name(const KernelRecord &r);
 std::string tcp_state_name(uint32_t state);
 
-// Turns one ring-buffer record into an event. nullopt (with *error set) on a
-// truncated record or an unknown kind: the caller counts it.
-std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::string *error);
+// Turns one ring-buffer record into an event; a failure (truncated, unknown kind) says why in one
+// line, and the caller counts it.
+Result<KernelEvent> decode_record(std::span<const uint8_t> bytes);
 
-// JSON (one object per line in captures). from_json returns nullopt on a malformed object.
+// JSON (one object per line in captures). event_from_json fails, saying why, on a malformed object.
 nlohmann::json to_json(const KernelEvent &ev);
-std::optional<KernelEvent> event_from_json(const nlohmann::json &j, std::string *error);
+Result<KernelEvent> event_from_json(const nlohmann::json &j);
 
 // The JSON Schema (draft 2020-12) of a kernel record, generated from the field lists: as a capture
 // line, or (evidence_item) as a verdict cites it, without "type". docs/schema holds both.

@@ -71,9 +71,9 @@ bool get_string(const json &j, const char *key, std::string *out, std::string *e
 
 } // namespace
 
-std::optional<HostSample> host_sample_from_json(const json &j, std::string *error) {
-  std::string scratch;
-  std::string *err = error ? error : &scratch;
+namespace {
+
+std::optional<HostSample> host_sample_from(const json &j, std::string *err) {
   if (!j.is_object()) {
     *err = "host_sample: expected an object";
     return std::nullopt;
@@ -138,6 +138,15 @@ std::optional<HostSample> host_sample_from_json(const json &j, std::string *erro
     s.listeners.push_back(std::move(l));
   }
   return s;
+}
+
+} // namespace
+
+Result<HostSample> host_sample_from_json(const json &j) {
+  std::string err;
+  if (auto s = host_sample_from(j, &err))
+    return std::move(*s);
+  return Result<HostSample>::failure(err);
 }
 
 // ---------------------------------------------------------------- listener_serves

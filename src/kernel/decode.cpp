@@ -117,19 +117,17 @@ std::string signal_name(int sig) {
   return abbrev ? std::string("SIG") + abbrev : "SIG" + std::to_string(sig);
 }
 
-std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::string *error) {
+Result<KernelEvent> decode_record(std::span<const uint8_t> bytes) {
   const auto *hdr = view<why502_header>(bytes);
-  if (!hdr) {
-    *error = "record shorter than its header";
-    return std::nullopt;
-  }
+  if (!hdr)
+    return Result<KernelEvent>::failure("record shorter than its header");
   KernelEvent ev;
   ev.boot_ns = hdr->ts_ns;
   ev.cpu = hdr->cpu;
   ev.host = hdr->flags & WHY502_FLAG_HOST;
   auto truncated = [&](const char *what) {
-    *error = std::string("truncated ") + what + " record (" + std::to_string(bytes.size()) + " bytes)";
-    return std::nullopt;
+    return Result<KernelEvent>::failure(std::string("truncated ") + what + " record (" +
+                                        std::to_string(bytes.size()) + " bytes)");
   };
   switch (hdr->kind) {
   case WHY502_EV_CONN_FAIL: {
@@ -140,8 +138,7 @@ std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::st
     bool ok = false;
     c.failure = conn_failure_from(r->failure, &ok);
     if (!ok) {
-      *error = "unknown connection failure " + std::to_string(r->failure);
-      return std::nullopt;
+      return Result<KernelEvent>::failure("unknown connection failure " + std::to_string(r->failure));
     }
     c.pid = r->pid;
     c.tid = r->tid;
@@ -275,8 +272,7 @@ std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::st
     if (!r)
       return truncated("listen_change");
     if (r->family != AF_INET && r->family != AF_INET6) {
-      *error = "listen_change with address family " + std::to_string(r->family);
-      return std::nullopt;
+      return Result<KernelEvent>::failure("listen_change with address family " + std::to_string(r->family));
     }
     ListenChange l;
     l.pid = r->pid;
@@ -306,8 +302,7 @@ std::optional<KernelEvent> decode_record(std::span<const uint8_t> bytes, std::st
     break;
   }
   default:
-    *error = "unknown record kind " + std::to_string(hdr->kind);
-    return std::nullopt;
+    return Result<KernelEvent>::failure("unknown record kind " + std::to_string(hdr->kind));
   }
   return ev;
 }

@@ -150,29 +150,24 @@ json to_json(const KernelEvent &ev) {
   return j;
 }
 
-std::optional<KernelEvent> event_from_json(const json &j, std::string *error) {
+Result<KernelEvent> event_from_json(const json &j) {
   try {
     KernelEvent ev;
     const std::string name = j.at("event").get<std::string>();
     ev.boot_ns = j.at("boot_ns").get<uint64_t>();
     auto wall = base::parse_wall_time(j.at("time").get<std::string>());
-    if (!wall) {
-      *error = "bad time field";
-      return std::nullopt;
-    }
+    if (!wall)
+      return Result<KernelEvent>::failure("bad time field");
     ev.wall_ns = *wall;
     ev.cpu = j.value("cpu", 0u);
     ev.host = j.value("host", false);
     auto record = record_from_json(name, j);
-    if (!record) {
-      *error = "unknown event \"" + name + "\"";
-      return std::nullopt;
-    }
+    if (!record)
+      return Result<KernelEvent>::failure("unknown event \"" + name + "\"");
     ev.record = std::move(*record);
     return ev;
   } catch (const std::exception &e) {
-    *error = e.what();
-    return std::nullopt;
+    return Result<KernelEvent>::failure(e.what());
   }
 }
 

@@ -256,11 +256,10 @@ struct Tracer::Impl {
 
   static int on_record(void *ctx, void *data, size_t size) {
     auto *self = static_cast<Impl *>(ctx);
-    std::string error;
-    auto ev = decode_record({static_cast<const uint8_t *>(data), size}, &error);
+    auto ev = decode_record({static_cast<const uint8_t *>(data), size});
     if (!ev) {
       ++self->undecodable;
-      spdlog::debug("undecodable record: {}", error);
+      spdlog::debug("undecodable record: {}", ev.error());
       return 0;
     }
     ev->wall_ns = int64_t(ev->boot_ns) + self->boot_to_wall;

@@ -125,14 +125,13 @@ void read_capture_line(const std::string &line, size_t n, const std::string &pat
       return;
     }
     const std::string &type = type_it->get_ref<const std::string &>();
-    std::string err;
     if (type == "event") {
-      if (auto ev = event_from_json(j, &err))
+      if (auto ev = event_from_json(j))
         inputs.push_back({ev->wall_ns, 1, *ev});
       else
         ++result.bad_capture_lines;
     } else if (type == "host") {
-      if (auto s = host_sample_from_json(j, &err))
+      if (auto s = host_sample_from_json(j))
         inputs.push_back({s->wall_ns, 0, *s});
       else
         ++result.bad_capture_lines;

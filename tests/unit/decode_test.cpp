@@ -46,9 +46,8 @@ why502_conn_fail sample_conn_fail() {
 
 TEST(Decode, ConnFailIPv4) {
   auto raw = sample_conn_fail();
-  std::string err;
-  auto ev = decode_record(bytes(raw), &err);
-  ASSERT_TRUE(ev) << err;
+  auto ev = decode_record(bytes(raw));
+  ASSERT_TRUE(ev) << ev.error();
   EXPECT_EQ(ev->boot_ns, 5000u);
   EXPECT_EQ(ev->cpu, 1u);
   EXPECT_FALSE(ev->host);
@@ -70,9 +69,8 @@ TEST(Decode, ConnFailIPv6AndMappedIPv4) {
   raw.tuple.family = AF_INET6;
   inet_pton(AF_INET6, "::1", raw.tuple.saddr);
   inet_pton(AF_INET6, "::ffff:192.168.0.9", raw.tuple.daddr);
-  std::string err;
-  auto ev = decode_record(bytes(raw), &err);
-  ASSERT_TRUE(ev) << err;
+  auto ev = decode_record(bytes(raw));
+  ASSERT_TRUE(ev) << ev.error();
   const auto &c = std::get<ConnFail>(ev->record);
   EXPECT_EQ(c.family, 6);
   EXPECT_EQ(c.local.str(), "[::1]:40000");
@@ -87,9 +85,8 @@ TEST(Decode, SyscallErrUnixPathAndAbstract) {
   r.err = EAGAIN;
   r.family = AF_UNIX;
   strcpy(r.unix_path, "/run/php/php8.2-fpm.sock");
-  std::string err;
-  auto ev = decode_record(bytes(r), &err);
-  ASSERT_TRUE(ev) << err;
+  auto ev = decode_record(bytes(r));
+  ASSERT_TRUE(ev) << ev.error();
   const auto &s = std::get<SyscallErr>(ev->record);
   EXPECT_EQ(s.target, "unix:/run/php/php8.2-fpm.sock");
   EXPECT_EQ(s.err, EAGAIN);
@@ -97,7 +94,7 @@ TEST(Decode, SyscallErrUnixPathAndAbstract) {
 
   // A path that fills sun_path exactly has no terminator: never read past it.
   memset(r.unix_path, 'a', sizeof(r.unix_path));
-  ev = decode_record(bytes(r), &err);
+  ev = decode_record(bytes(r));
   ASSERT_TRUE(ev);
   EXPECT_EQ(std::get<SyscallErr>(ev->record).target.size(), 5 + sizeof(r.unix_path));
 }
@@ -109,19 +106,18 @@ TEST(Decode, ExitStatusSplitsCodeAndSignal) {
   r.pid = 99;
   strcpy(r.comm, "gunicorn");
   r.exit_code = 9; // killed by SIGKILL
-  std::string err;
-  auto ev = decode_record(bytes(r), &err);
+  auto ev = decode_record(bytes(r));
   ASSERT_TRUE(ev);
   EXPECT_TRUE(ev->host);
   auto x = std::get<ProcessExit>(ev->record);
   EXPECT_EQ(x.signal, 9);
   EXPECT_EQ(x.exit_code, 0);
   r.exit_code = 3 << 8; // exit(3)
-  x = std::get<ProcessExit>(decode_record(bytes(r), &err)->record);
+  x = std::get<ProcessExit>(decode_record(bytes(r))->record);
   EXPECT_EQ(x.signal, 0);
   EXPECT_EQ(x.exit_code, 3);
   r.exit_code = 0x80 | 11; // SIGSEGV with core
-  x = std::get<ProcessExit>(decode_record(bytes(r), &err)->record);
+  x = std::get<ProcessExit>(decode_record(bytes(r))->record);
   EXPECT_EQ(x.signal, 11);
   EXPECT_TRUE(x.core_dumped);
 }
@@ -132,24 +128,24 @@ TEST(Decode, OomPagesBecomeKilobytes) {
   r.pid = 4321;
   strcpy(r.comm, "gunicorn");
   r.anon_rss_pages = 1000;
-  std::string err;
-  auto ev = decode_record(bytes(r), &err);
+  auto ev = decode_record(bytes(r));
   ASSERT_TRUE(ev);
   EXPECT_EQ(std::get<OomVictim>(ev->record).anon_rss_kb, 4000u);
 }
 
 TEST(Decode, RejectsTruncatedAndUnknownRecords) {
   auto raw = sample_conn_fail();
-  std::string err;
-  EXPECT_FALSE(decode_record(bytes(raw).first(sizeof(raw) - 1), &err));
-  EXPECT_NE(err.find("truncated"), std::string::npos);
-  EXPECT_FALSE(decode_record(bytes(raw).first(4), &err));
+  auto short_one = decode_record(bytes(raw).first(sizeof(raw) - 1));
+  EXPECT_FALSE(short_one);
+  EXPECT_NE(short_one.error().find("truncated"), std::string::npos);
+  EXPECT_FALSE(decode_record(bytes(raw).first(4)));
   raw.hdr.kind = 77;
-  EXPECT_FALSE(decode_record(bytes(raw), &err));
-  EXPECT_NE(err.find("unknown record kind 77"), std::string::npos);
+  auto unknown = decode_record(bytes(raw));
+  EXPECT_FALSE(unknown);
+  EXPECT_NE(unknown.error().find("unknown record kind 77"), std::string::npos);
   raw.hdr.kind = WHY502_EV_CONN_FAIL;
   raw.failure = 42;
-  EXPECT_FALSE(decode_record(bytes(raw), &err));
+  EXPECT_FALSE(decode_record(bytes(raw)));
 }
 
 TEST(Decode, JsonRoundTripKeepsEveryField) {
@@ -191,15 +187,14 @@ TEST(Decode, JsonRoundTripKeepsEveryField) {
   lc.exiting = 1;
   add(lc);
   for (const auto &rec : records) {
-    std::string err;
-    auto ev = decode_record(rec, &err);
-    ASSERT_TRUE(ev) << err;
+    auto ev = decode_record(rec);
+    ASSERT_TRUE(ev) << ev.error();
     ev->wall_ns = 1764522121123456000; // 2025-11-30T17:02:01.123456Z
     auto j = to_json(*ev);
     EXPECT_EQ(j["time"], "2025-11-30T17:02:01.123456Z");
     EXPECT_EQ(j["type"], "event");
-    auto back = event_from_json(nlohmann::json::parse(j.dump()), &err);
-    ASSERT_TRUE(back) << err << " in " << j.dump();
+    auto back = event_from_json(nlohmann::json::parse(j.dump()));
+    ASSERT_TRUE(back) << back.error() << " in " << j.dump();
     EXPECT_EQ(to_json(*back), j);
   }
 }
@@ -218,9 +213,8 @@ TEST(Decode, ListenChangeStartAndStop) {
   r.netns = 4026531840u;
   r.cookie = 99;
   r.listening = 1;
-  std::string err;
-  auto ev = decode_record(bytes(r), &err);
-  ASSERT_TRUE(ev) << err;
+  auto ev = decode_record(bytes(r));
+  ASSERT_TRUE(ev) << ev.error();
   EXPECT_TRUE(ev->host);
   EXPECT_EQ(event_name(ev->record), "listen_change");
   auto l = std::get<ListenChange>(ev->record);
@@ -238,25 +232,25 @@ TEST(Decode, ListenChangeStartAndStop) {
   std::memset(r.addr, 0, sizeof(r.addr));
   r.listening = 0;
   r.exiting = 1;
-  l = std::get<ListenChange>(decode_record(bytes(r), &err)->record);
+  l = std::get<ListenChange>(decode_record(bytes(r))->record);
   EXPECT_EQ(l.family, 6);
   EXPECT_EQ(l.local.str(), "[::]:9000");
   EXPECT_FALSE(l.listening);
   EXPECT_TRUE(l.exiting);
   // Truncated, or a family the program never sends: refused and counted by the caller.
-  EXPECT_FALSE(decode_record(bytes(r).first(sizeof(r) - 8), &err));
-  EXPECT_NE(err.find("truncated listen_change"), std::string::npos);
+  auto truncated = decode_record(bytes(r).first(sizeof(r) - 8));
+  EXPECT_FALSE(truncated);
+  EXPECT_NE(truncated.error().find("truncated listen_change"), std::string::npos);
   r.family = AF_UNIX;
-  EXPECT_FALSE(decode_record(bytes(r), &err));
+  EXPECT_FALSE(decode_record(bytes(r)));
 }
 
 TEST(Decode, JsonRejectsMalformedObjects) {
-  std::string err;
-  EXPECT_FALSE(event_from_json(nlohmann::json::parse(R"({"event":"conn_fail"})"), &err));
-  EXPECT_FALSE(event_from_json(nlohmann::json::parse(R"({"event":"bogus","boot_ns":1,"time":"2026-01-01T00:00:00Z"})"),
-                               &err));
-  EXPECT_NE(err.find("bogus"), std::string::npos);
-  EXPECT_FALSE(event_from_json(nlohmann::json::parse(R"({"event":"watch","boot_ns":1,"time":"yesterday"})"), &err));
+  EXPECT_FALSE(event_from_json(nlohmann::json::parse(R"({"event":"conn_fail"})")));
+  auto bogus = event_from_json(nlohmann::json::parse(R"({"event":"bogus","boot_ns":1,"time":"2026-01-01T00:00:00Z"})"));
+  EXPECT_FALSE(bogus);
+  EXPECT_NE(bogus.error().find("bogus"), std::string::npos);
+  EXPECT_FALSE(event_from_json(nlohmann::json::parse(R"({"event":"watch","boot_ns":1,"time":"yesterday"})")));
 }
 
 TEST(Decode, WallTimeParsesWhatItFormats) {
@@ -282,9 +276,8 @@ TEST(Decode, NonUtf8CommBecomesReplacementCharacters) {
   auto raw = sample_conn_fail();
   std::memset(raw.comm, 0, sizeof(raw.comm));
   std::memcpy(raw.comm, "\xff\xfe\x1b[2J", 6);
-  std::string err;
-  auto ev = decode_record(bytes(raw), &err);
-  ASSERT_TRUE(ev) << err;
+  auto ev = decode_record(bytes(raw));
+  ASSERT_TRUE(ev) << ev.error();
   EXPECT_EQ(std::get<ConnFail>(ev->record).comm, "\xEF\xBF\xBD\xEF\xBF\xBD\x1b[2J");
   // valid UTF-8 now, so a plain dump() works; the ESC is JSON-escaped
   EXPECT_EQ(to_json(*ev).at("comm").dump(), "\"\xEF\xBF\xBD\xEF\xBF\xBD\\u001b[2J\"");
@@ -303,9 +296,8 @@ TEST(Decode, UnixListenerExitPathAbstractNameAndJson) {
   const char path[] = "/run/php/fpm.sock";
   memcpy(r.path, path, sizeof(path));
   r.path_len = sizeof(path); // the kernel's length may count the NUL: it stops at the first
-  std::string err;
-  auto ev = decode_record(bytes(r), &err);
-  ASSERT_TRUE(ev) << err;
+  auto ev = decode_record(bytes(r));
+  ASSERT_TRUE(ev) << ev.error();
   EXPECT_TRUE(ev->host);
   EXPECT_EQ(event_name(ev->record), "unix_listener_exit");
   auto u = std::get<UnixListenerExit>(ev->record);
@@ -316,8 +308,8 @@ TEST(Decode, UnixListenerExitPathAbstractNameAndJson) {
   EXPECT_EQ(u.inode, 81234u);
   EXPECT_EQ(u.netns, 4026531840u);
   // JSON out and back: every field.
-  auto back = event_from_json(to_json(*ev), &err);
-  ASSERT_TRUE(back) << err;
+  auto back = event_from_json(to_json(*ev));
+  ASSERT_TRUE(back) << back.error();
   auto u2 = std::get<UnixListenerExit>(back->record);
   EXPECT_EQ(u2.address, u.address);
   EXPECT_EQ(u2.inode, u.inode);
@@ -327,10 +319,11 @@ TEST(Decode, UnixListenerExitPathAbstractNameAndJson) {
   std::memset(r.path, 0, sizeof(r.path));
   memcpy(r.path + 1, "app", 3);
   r.path_len = 4;
-  EXPECT_EQ(std::get<UnixListenerExit>(decode_record(bytes(r), &err)->record).address, "unix:@app");
+  EXPECT_EQ(std::get<UnixListenerExit>(decode_record(bytes(r))->record).address, "unix:@app");
   // A path_len past the buffer is clamped, never read beyond it.
   r.path_len = 60000;
-  EXPECT_TRUE(decode_record(bytes(r), &err));
-  EXPECT_FALSE(decode_record(bytes(r).first(sizeof(r) - 8), &err));
-  EXPECT_NE(err.find("truncated unix_listener_exit"), std::string::npos);
+  EXPECT_TRUE(decode_record(bytes(r)));
+  auto truncated = decode_record(bytes(r).first(sizeof(r) - 8));
+  EXPECT_FALSE(truncated);
+  EXPECT_NE(truncated.error().find("truncated unix_listener_exit"), std::string::npos);
 }

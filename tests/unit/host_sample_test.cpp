@@ -85,25 +85,22 @@ TEST(HostSampleJson, Format) {
 
 TEST(HostSampleJson, RoundTripThroughText) {
   HostSample s = example();
-  std::string err;
-  auto back = why502::host_sample_from_json(json::parse(to_json(s).dump()), &err);
-  ASSERT_TRUE(back) << err;
+  auto back = why502::host_sample_from_json(json::parse(to_json(s).dump()));
+  ASSERT_TRUE(back) << back.error();
   EXPECT_TRUE(same(s, *back));
   HostSample empty;
   empty.wall_ns = 0;
-  auto back2 = why502::host_sample_from_json(json::parse(to_json(empty).dump()), &err);
-  ASSERT_TRUE(back2) << err;
+  auto back2 = why502::host_sample_from_json(json::parse(to_json(empty).dump()));
+  ASSERT_TRUE(back2) << back2.error();
   EXPECT_TRUE(same(empty, *back2));
 }
 
 TEST(HostSampleJson, OwnersAreOptional) {
-  std::string err;
   auto s = why502::host_sample_from_json(
       json::parse(R"({"type":"host","event":"host_sample","time":"2024-06-10T06:13:20.000001Z",
                       "listen_overflows":0,"listen_drops":0,
-                      "listeners":[{"address":"0.0.0.0:80","depth":0,"max":511,"inode":9}]})"),
-      &err);
-  ASSERT_TRUE(s) << err;
+                      "listeners":[{"address":"0.0.0.0:80","depth":0,"max":511,"inode":9}]})"));
+  ASSERT_TRUE(s) << s.error();
   EXPECT_EQ(s->wall_ns, 1717999999999999999 + 1001);
   ASSERT_EQ(s->listeners.size(), 1u);
   EXPECT_TRUE(s->listeners[0].owners.empty());
@@ -142,10 +139,11 @@ TEST(HostSampleJson, Malformed) {
   for (const auto &c : cases) {
     json j = good;
     c.mutate(j);
-    std::string err;
-    EXPECT_FALSE(why502::host_sample_from_json(j, &err)) << c.what;
-    EXPECT_NE(err.find(c.error_has), std::string::npos) << c.what << ": " << err;
+    auto r = why502::host_sample_from_json(j);
+    EXPECT_FALSE(r) << c.what;
+    if (!r) {
+      EXPECT_NE(r.error().find(c.error_has), std::string::npos) << c.what << ": " << r.error();
+    }
   }
-  // A null error pointer is allowed.
-  EXPECT_FALSE(why502::host_sample_from_json(json::array(), nullptr));
+  EXPECT_FALSE(why502::host_sample_from_json(json::array()));
 }
