@@ -438,6 +438,7 @@ private:
   void read_available(File &f, const LineCallback &cb, std::size_t &n);
   void feed(File &f, const char *p, std::size_t len, const LineCallback &cb, std::size_t &n);
   void flush_partial(File &f, const LineCallback &cb, std::size_t &n);
+  void emit_partial(File &f, const LineCallback &cb, std::size_t &n);
   void clear_inotify();
   void watch_dir();
   void watch_file();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,9 +78,9 @@ struct LossCounters {
 // Probes only, no load: is each tracepoint on this kernel? A tracefs mounted for this is unmounted
 // before it returns.
 std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs);
-// True when tracefs is mounted at /sys/kernel/tracing; otherwise *problem says whether why502 can
+// nullopt when tracefs is mounted at /sys/kernel/tracing; otherwise why not, and whether why502 can
 // mount it while it attaches. Never mounts (`doctor` only reads).
-bool tracefs_mounted(std::string *problem);
+std::optional<std::string> tracefs_missing();
 
 class Tracer {
 public:

@@ -32,9 +32,8 @@ int run_doctor(const DoctorOptions &opts) {
   const bool btf = exists("/sys/kernel/btf/vmlinux");
   checks.push_back({"kernel BTF", btf, btf ? "/sys/kernel/btf/vmlinux" : "kernel built without CONFIG_DEBUG_INFO_BTF",
                     true});
-  std::string tracefs_problem;
-  const bool tracefs = tracefs_mounted(&tracefs_problem);
-  checks.push_back({"tracefs (syscall tracepoints)", tracefs, tracefs ? "/sys/kernel/tracing" : tracefs_problem,
+  const auto tracefs_problem = tracefs_missing();
+  checks.push_back({"tracefs (syscall tracepoints)", !tracefs_problem, tracefs_problem.value_or("/sys/kernel/tracing"),
                     false});
 
   bool core_loaded = false;

@@ -227,40 +227,40 @@ HostSample HostSampler::sample() {
     m.diag_retry_at = m.unix_diag_retry_at = {};
   }
   if (m.diag_fd < 0 && std::chrono::steady_clock::now() >= m.diag_retry_at) {
-    std::string err;
-    m.diag_fd = host::open_sock_diag(m.pid, &err);
-    if (m.diag_fd < 0)
-      m.diag_failed(err);
+    auto fd = host::open_sock_diag(m.pid);
+    if (fd)
+      m.diag_fd = *fd;
+    else
+      m.diag_failed(fd.error());
   }
 
-  std::string err;
   bool tcp_done = false, unix_done = false;
   if (m.diag_fd >= 0) {
-    auto v4 = host::diag_tcp_listeners(m.diag_fd, AF_INET, &m.seq, &err);
-    auto v6 = v4 ? host::diag_tcp_listeners(m.diag_fd, AF_INET6, &m.seq, &err) : std::nullopt;
+    auto v4 = host::diag_tcp_listeners(m.diag_fd, AF_INET, &m.seq);
+    auto v6 = v4 ? host::diag_tcp_listeners(m.diag_fd, AF_INET6, &m.seq) : v4;
     if (v4 && v6) {
       s.listeners = std::move(*v4);
       s.listeners.insert(s.listeners.end(), v6->begin(), v6->end());
       tcp_done = true;
       if (std::chrono::steady_clock::now() >= m.unix_diag_retry_at) {
-        if (auto ux = host::diag_unix_listeners(m.diag_fd, &m.seq, &err)) {
+        if (auto ux = host::diag_unix_listeners(m.diag_fd, &m.seq)) {
           s.listeners.insert(s.listeners.end(), ux->begin(), ux->end());
           unix_done = true;
         } else {
-          spdlog::debug("host sampler: unix_diag failed ({}); unix listeners from /proc", err);
+          spdlog::debug("host sampler: unix_diag failed ({}); unix listeners from /proc", ux.error());
           m.unix_diag_retry_at = std::chrono::steady_clock::now() + std::chrono::seconds(60);
         }
       }
     } else {
-      m.diag_failed(err);
+      m.diag_failed(v4 ? v6.error() : v4.error());
     }
   }
   if (!tcp_done) {
-    if (auto t = host::proc_tcp_listeners(m.pid, &err))
+    if (auto t = host::proc_tcp_listeners(m.pid))
       s.listeners.insert(s.listeners.end(), t->begin(), t->end());
   }
   if (!unix_done) {
-    if (auto u = host::proc_unix_listeners(m.pid, &err))
+    if (auto u = host::proc_unix_listeners(m.pid))
       s.listeners.insert(s.listeners.end(), u->begin(), u->end());
   }
 

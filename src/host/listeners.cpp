@@ -102,12 +102,12 @@ constexpr size_t kMaxProcNetBytes = size_t(256) << 20;
 
 std::string proc_dir(pid_t pid) { return pid ? "/proc/" + std::to_string(pid) : std::string("/proc/self"); }
 
-int open_sock_diag(pid_t pid, std::string *error) {
+Result<int> open_sock_diag(pid_t pid) {
   int err = 0;
   if (pid == 0) {
     int fd = make_diag_socket(&err);
     if (fd < 0)
-      *error = errno_text("socket(NETLINK_SOCK_DIAG)", err);
+      return Result<int>::failure(errno_text("socket(NETLINK_SOCK_DIAG)", err));
     return fd;
   }
   std::string ns = proc_dir(pid) + "/ns/net";
@@ -116,12 +116,10 @@ int open_sock_diag(pid_t pid, std::string *error) {
   struct stat target, self;
   if (stat(ns.c_str(), &target) == 0 && stat("/proc/self/ns/net", &self) == 0 && target.st_ino == self.st_ino &&
       target.st_dev == self.st_dev)
-    return open_sock_diag(0, error);
+    return open_sock_diag(0);
   int nsfd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
-  if (nsfd < 0) {
-    *error = errno_text(("open " + ns).c_str(), errno);
-    return -1;
-  }
+  if (nsfd < 0)
+    return Result<int>::failure(errno_text(("open " + ns).c_str(), errno));
   // setns() moves only the calling thread; the thread ends right after, and
   // the socket it made stays bound to that netns.
   int fd = -1;
@@ -138,11 +136,12 @@ int open_sock_diag(pid_t pid, std::string *error) {
   }).join();
   close(nsfd);
   if (fd < 0)
-    *error = errno_text(stage, err);
+    return Result<int>::failure(errno_text(stage, err));
   return fd;
 }
 
-std::optional<std::vector<Listener>> diag_tcp_listeners(int fd, int family, uint32_t *seq, std::string *error) {
+Result<std::vector<Listener>> diag_tcp_listeners(int fd, int family, uint32_t *seq) {
+  std::string error;
   struct {
     nlmsghdr nlh;
     inet_diag_req_v2 r;
@@ -151,7 +150,7 @@ std::optional<std::vector<Listener>> diag_tcp_listeners(int fd, int family, uint
   req.r.sdiag_protocol = IPPROTO_TCP;
   req.r.idiag_states = 1u << TCP_LISTEN;
   std::vector<Listener> out;
-  bool ok = netlink_dump(fd, req, seq, error, [&](const nlmsghdr *h) {
+  bool ok = netlink_dump(fd, req, seq, &error, [&](const nlmsghdr *h) {
     if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg)))
       return;
     auto *m = static_cast<const inet_diag_msg *>(NLMSG_DATA(h));
@@ -165,11 +164,12 @@ std::optional<std::vector<Listener>> diag_tcp_listeners(int fd, int family, uint
     out.push_back(std::move(l));
   });
   if (!ok)
-    return std::nullopt;
+    return Result<std::vector<Listener>>::failure(error);
   return out;
 }
 
-std::optional<std::vector<Listener>> diag_unix_listeners(int fd, uint32_t *seq, std::string *error) {
+Result<std::vector<Listener>> diag_unix_listeners(int fd, uint32_t *seq) {
+  std::string error;
   struct {
     nlmsghdr nlh;
     unix_diag_req r;
@@ -178,7 +178,7 @@ std::optional<std::vector<Listener>> diag_unix_listeners(int fd, uint32_t *seq, 
   req.r.udiag_states = 1u << TCP_LISTEN;
   req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN;
   std::vector<Listener> out;
-  bool ok = netlink_dump(fd, req, seq, error, [&](const nlmsghdr *h) {
+  bool ok = netlink_dump(fd, req, seq, &error, [&](const nlmsghdr *h) {
     if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(unix_diag_msg)))
       return;
     auto *m = static_cast<const unix_diag_msg *>(NLMSG_DATA(h));
@@ -209,11 +209,11 @@ std::optional<std::vector<Listener>> diag_unix_listeners(int fd, uint32_t *seq, 
       out.push_back(std::move(l));
   });
   if (!ok)
-    return std::nullopt;
+    return Result<std::vector<Listener>>::failure(error);
   return out;
 }
 
-std::optional<std::vector<Listener>> proc_tcp_listeners(pid_t pid, std::string *error) {
+Result<std::vector<Listener>> proc_tcp_listeners(pid_t pid) {
   std::vector<Listener> out;
   for (const char *file : {"/net/tcp", "/net/tcp6"}) {
     std::string path = proc_dir(pid) + file;
@@ -221,8 +221,7 @@ std::optional<std::vector<Listener>> proc_tcp_listeners(pid_t pid, std::string *
     if (!content) {
       if (std::string_view(file) == "/net/tcp6")
         continue; // IPv6 may be disabled
-      *error = errno_text(("read " + path).c_str(), errno);
-      return std::nullopt;
+      return Result<std::vector<Listener>>::failure(errno_text(("read " + path).c_str(), errno));
     }
     size_t pos = 0;
     while (pos < content->size()) {
@@ -243,13 +242,11 @@ std::optional<std::vector<Listener>> proc_tcp_listeners(pid_t pid, std::string *
   return out;
 }
 
-std::optional<std::vector<Listener>> proc_unix_listeners(pid_t pid, std::string *error) {
+Result<std::vector<Listener>> proc_unix_listeners(pid_t pid) {
   std::string path = proc_dir(pid) + "/net/unix";
   auto content = base::read_small_file(path, kMaxProcNetBytes);
-  if (!content) {
-    *error = errno_text(("read " + path).c_str(), errno);
-    return std::nullopt;
-  }
+  if (!content)
+    return Result<std::vector<Listener>>::failure(errno_text(("read " + path).c_str(), errno));
   std::vector<Listener> out;
   size_t pos = 0;
   while (pos < content->size()) {

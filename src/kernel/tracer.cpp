@@ -180,13 +180,12 @@ uint64_t tracepoint_id(const char *event) {
 
 } // namespace
 
-bool tracefs_mounted(std::string *problem) {
+std::optional<std::string> tracefs_missing() {
   if (path_exists(std::string(kTracefs) + "/events"))
-    return true;
-  *problem = base::read_small_file("/proc/filesystems").value_or("").find("\ttracefs\n") != std::string::npos
-                 ? "not mounted at /sys/kernel/tracing; why502 mounts it while it attaches and unmounts it after"
-                 : "this kernel has no tracefs (CONFIG_TRACING)";
-  return false;
+    return std::nullopt;
+  return base::read_small_file("/proc/filesystems").value_or("").find("\ttracefs\n") != std::string::npos
+             ? "not mounted at /sys/kernel/tracing; why502 mounts it while it attaches and unmounts it after"
+             : "this kernel has no tracefs (CONFIG_TRACING)";
 }
 
 std::vector<ProgramStatus> probe_tracepoints(bool mount_tracefs) {

@@ -213,6 +213,17 @@ bool ends_here(std::string_view rest, bool may_cut, Context &c) {
   return false;
 }
 
+// A field the line ended inside (nginx's buffer was full): the rest of the line is its value, and the
+// context was cut there. Only where cutting is allowed.
+bool take_cut_rest(std::string_view &rest, bool may_cut, std::string_view &value, Context &c) {
+  if (!may_cut)
+    return false;
+  value = rest;
+  rest = {};
+  c.cut = true;
+  return true;
+}
+
 // A quoted value that ends at the first closing quote followed by one of `next` (or the end).
 // Used for the subrequest URI and the upstream's URI part, whose start is already pinned.
 bool quoted_until(std::string_view &rest, std::initializer_list<std::string_view> next, bool may_cut,
@@ -228,12 +239,7 @@ bool quoted_until(std::string_view &rest, std::initializer_list<std::string_view
       return true;
     }
   }
-  if (!may_cut)
-    return false;
-  value = rest;
-  rest = {};
-  c.cut = true;
-  return true;
+  return take_cut_rest(rest, may_cut, value, c);
 }
 
 // "GET /x HTTP/1.1" (or "GET /x", HTTP/0.9): the method is [A-Z_-], the target has no space.
@@ -295,12 +301,7 @@ bool request_line(std::string_view &rest, bool may_cut, std::string_view &value,
     rest = {};
     return true;
   }
-  if (!may_cut)
-    return false;
-  value = rest;
-  rest = {};
-  c.cut = true;
-  return true;
+  return take_cut_rest(rest, may_cut, value, c);
 }
 
 // Parses the context that starts at ", client: " and runs to the end of the line. Fails unless

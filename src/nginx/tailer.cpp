@@ -140,22 +140,19 @@ void LogTailer::feed(File &f, const char *p, std::size_t len, const LineCallback
     }
     if (!nl)
       return;
-    stats_.lines++;
-    if (f.overflow)
-      stats_.truncated_lines++;
-    if (cb)
-      cb(f.partial, f.overflow);
-    ++n;
-    f.partial.clear();
-    f.overflow = false;
+    emit_partial(f, cb, n);
     len -= take + 1;
     p = nl + 1;
   }
 }
 
 void LogTailer::flush_partial(File &f, const LineCallback &cb, std::size_t &n) {
-  if (f.partial.empty() && !f.overflow)
-    return;
+  if (!f.partial.empty() || f.overflow)
+    emit_partial(f, cb, n);
+}
+
+// The line gathered so far is complete (a newline, or the end of a file that is gone).
+void LogTailer::emit_partial(File &f, const LineCallback &cb, std::size_t &n) {
   stats_.lines++;
   if (f.overflow)
     stats_.truncated_lines++;

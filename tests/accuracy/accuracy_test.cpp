@@ -397,6 +397,38 @@ protected:
     EXPECT_LE(sc.unknown * 100, sc.judged * max_unknown) << "more than " << max_unknown << "% unknown";
     EXPECT_EQ(sc.analyze_mismatch, 0) << "analyze on the capture disagrees with the live verdicts";
     EXPECT_EQ(sc.analyze_orphans, 0);
+    if (const char *cases = getenv("WHY502_SAVE_CASES"); cases && *cases)
+      save_case(cases, run, sc, report, offline);
+  }
+
+  // WHY502_SAVE_CASES=DIR: a run where every judged verdict was right and analyze agreed with the
+  // live run becomes a correlation case (tests/fixtures/correlate/README.md): many faults at once,
+  // under concurrency, with the truth of every request in its README.
+  void save_case(const std::string &root, LabRun &run, const Score &sc, const std::string &report,
+                 const std::string &offline) {
+    namespace fs = std::filesystem;
+    if (HasFailure() || sc.correct != sc.judged || sc.analyze_mismatch || sc.analyze_orphans) {
+      std::cerr << "save_case: not every verdict right, or analyze disagrees: not saved\n";
+      return;
+    }
+    const fs::path out = fs::path(root) / ("accuracy_" + run.options().tag + "_seed" + std::to_string(run.options().seed) +
+                                           "_" + std::to_string(run.options().requests));
+    fs::create_directories(out);
+    fs::copy_file(run.capture_path(), out / "capture.jsonl", fs::copy_options::overwrite_existing);
+    fs::copy_file(run.nginx().error_log(), out / "error.log", fs::copy_options::overwrite_existing);
+    fs::copy_file(run.nginx().access_log(), out / "access.log", fs::copy_options::overwrite_existing);
+    std::ofstream(out / "access_format") << kAccessLogFormat << "\n";
+    std::ofstream expected(out / "expected.jsonl");
+    for (const auto &l : read_lines(offline))
+      if (l.find("\"type\":\"verdict\"") != std::string::npos)
+        expected << l << "\n";
+    std::ofstream(out / "README.md") << "Recorded from the accuracy lab (tests/accuracy) with WHY502_SAVE_CASES: "
+                                     << run.options().requests << " requests from concurrent clients, seed "
+                                     << run.options().seed << ", upstream keepalive "
+                                     << (run.options().keepalive ? "on" : "off")
+                                     << ", upstream faults mixed (the lab's plan). Every judged verdict named the true "
+                                        "cause, and analyze agreed with the live run. The lab's report:\n\n```\n"
+                                     << report << "```\n";
   }
 };
 

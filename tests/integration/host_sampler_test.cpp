@@ -186,9 +186,8 @@ TEST_F(HostSamplerTest, TcpAcceptQueueDepthMaxOwnerAndOverflows) {
   EXPECT_TRUE(listener_serves(l->address, addr));
 
   // The /proc fallback sees the same depth (but not the limit).
-  std::string err;
-  auto proc = host::proc_tcp_listeners(0, &err);
-  ASSERT_TRUE(proc) << err;
+  auto proc = host::proc_tcp_listeners(0);
+  ASSERT_TRUE(proc) << proc.error();
   auto it = std::find_if(proc->begin(), proc->end(), [&](const Listener &p) { return p.address == addr; });
   ASSERT_NE(it, proc->end());
   EXPECT_EQ(it->depth, 4u);
@@ -232,9 +231,8 @@ TEST_F(HostSamplerTest, UnixBacklogDepthMaxAndAbstractName) {
   EXPECT_EQ(a->depth, 0u);
   EXPECT_EQ(a->max, 7u);
 
-  std::string err;
-  auto proc = host::proc_unix_listeners(0, &err);
-  ASSERT_TRUE(proc) << err;
+  auto proc = host::proc_unix_listeners(0);
+  ASSERT_TRUE(proc) << proc.error();
   EXPECT_TRUE(std::any_of(proc->begin(), proc->end(),
                           [&](const Listener &p) { return p.address == "unix:" + path && p.inode == l->inode; }));
   unlink(path.c_str());
