@@ -21,6 +21,26 @@
 
 namespace why502 {
 
+// The BPF programs the cause table names (bpf/why502.bpf.c; a unit test checks each is a program of
+// the object). The tracer needs no list: it reads the programs from the object itself.
+namespace program {
+inline constexpr const char *kSockSetState = "on_inet_sock_set_state";
+inline constexpr const char *kReceiveReset = "on_tcp_receive_reset";
+inline constexpr const char *kSkErrorReport = "on_inet_sk_error_report";
+inline constexpr const char *kRetransmitSkb = "on_tcp_retransmit_skb";
+inline constexpr const char *kKfreeSkb = "on_kfree_skb";
+inline constexpr const char *kSendReset = "on_tcp_send_reset";
+inline constexpr const char *kMarkVictim = "on_mark_victim";
+inline constexpr const char *kSignalGenerate = "on_signal_generate";
+inline constexpr const char *kProcessExit = "on_sched_process_exit";
+inline constexpr const char *kProcessFork = "on_sched_process_fork";
+inline constexpr const char *kProcessExec = "on_sched_process_exec";
+inline constexpr const char *kExitConnect = "on_sys_exit_connect";
+inline constexpr const char *kExitSocket = "on_sys_exit_socket";
+inline constexpr const char *kExitAccept4 = "on_sys_exit_accept4";
+inline constexpr const char *kExitAccept = "on_sys_exit_accept";
+} // namespace program
+
 // Which upstreams a cause can be named for.
 enum class Transport : unsigned { Tcp = 1, Unix = 2, Both = 3 };
 

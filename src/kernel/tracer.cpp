@@ -35,33 +35,41 @@ namespace {
 constexpr const char *kTracefs = "/sys/kernel/tracing";
 
 struct ProgramSpec {
-  const char *program;
-  const char *section;   // as in the .bpf.c
-  const char *btf_typedef; // tp_btf: "btf_trace_<name>" must exist in vmlinux BTF
-  const char *tracefs_event; // tp/: events/<group>/<name> must exist under tracefs
-  bool required;
+  std::string program;
+  std::string section;       // as in the .bpf.c: "tp_btf/kfree_skb", "tp/syscalls/sys_exit_connect"
+  std::string btf_typedef;   // tp_btf: "btf_trace_<name>" must exist in vmlinux BTF
+  std::string tracefs_event; // tp/: events/<group>/<name> must exist under tracefs
+  bool required = false;
 };
 
-// Which causes each program serves is the cause table's business (src/correlate/causes.cpp).
+// Without it why502 follows no connection at all; every other program only adds evidence.
+constexpr const char *kRequiredProgram = "on_inet_sock_set_state";
+
+// The BPF object is the program table: every program it holds, read from its ELF (opened, never
+// loaded here), with what its section says this kernel must offer. A program added to the .bpf.c
+// is probed, attached and reported without a line here; which causes it serves is the cause
+// table's business (src/correlate/causes.cpp).
 const std::vector<ProgramSpec> &program_specs() {
-  namespace p = program;
-  static const std::vector<ProgramSpec> specs = {
-      {p::kSockSetState, "tp_btf/inet_sock_set_state", "btf_trace_inet_sock_set_state", nullptr, true},
-      {p::kReceiveReset, "tp_btf/tcp_receive_reset", "btf_trace_tcp_receive_reset", nullptr, false},
-      {p::kSkErrorReport, "tp_btf/inet_sk_error_report", "btf_trace_inet_sk_error_report", nullptr, false},
-      {p::kRetransmitSkb, "tp_btf/tcp_retransmit_skb", "btf_trace_tcp_retransmit_skb", nullptr, false},
-      {p::kKfreeSkb, "tp_btf/kfree_skb", "btf_trace_kfree_skb", nullptr, false},
-      {p::kSendReset, "tp_btf/tcp_send_reset", "btf_trace_tcp_send_reset", nullptr, false},
-      {p::kMarkVictim, "tp_btf/mark_victim", "btf_trace_mark_victim", nullptr, false},
-      {p::kSignalGenerate, "tp_btf/signal_generate", "btf_trace_signal_generate", nullptr, false},
-      {p::kProcessExit, "tp_btf/sched_process_exit", "btf_trace_sched_process_exit", nullptr, false},
-      {p::kProcessFork, "tp_btf/sched_process_fork", "btf_trace_sched_process_fork", nullptr, false},
-      {p::kProcessExec, "tp_btf/sched_process_exec", "btf_trace_sched_process_exec", nullptr, false},
-      {p::kExitConnect, "tp/syscalls/sys_exit_connect", nullptr, "syscalls/sys_exit_connect", false},
-      {p::kExitSocket, "tp/syscalls/sys_exit_socket", nullptr, "syscalls/sys_exit_socket", false},
-      {p::kExitAccept4, "tp/syscalls/sys_exit_accept4", nullptr, "syscalls/sys_exit_accept4", false},
-      {p::kExitAccept, "tp/syscalls/sys_exit_accept", nullptr, "syscalls/sys_exit_accept", false},
-  };
+  static const std::vector<ProgramSpec> specs = [] {
+    std::vector<ProgramSpec> out;
+    why502_bpf *skel = why502_bpf__open();
+    if (!skel)
+      throw Error(std::string("cannot open the BPF object: ") + strerror(errno));
+    bpf_program *prog;
+    bpf_object__for_each_program(prog, skel->obj) {
+      ProgramSpec s;
+      s.program = bpf_program__name(prog);
+      s.section = bpf_program__section_name(prog);
+      if (s.section.rfind("tp_btf/", 0) == 0)
+        s.btf_typedef = "btf_trace_" + s.section.substr(7);
+      else if (s.section.rfind("tp/", 0) == 0)
+        s.tracefs_event = s.section.substr(3);
+      s.required = s.program == kRequiredProgram;
+      out.push_back(std::move(s));
+    }
+    why502_bpf__destroy(skel);
+    return out;
+  }();
   return specs;
 }
 
@@ -142,11 +150,11 @@ std::vector<ProgramStatus> probe_with(const TracefsMount &tracefs) {
   btf *vmlinux = btf__load_vmlinux_btf();
   for (const auto &spec : program_specs()) {
     ProgramStatus st{spec.program, spec.section, true, "", spec.required};
-    if (spec.btf_typedef) {
+    if (!spec.btf_typedef.empty()) {
       if (!vmlinux) {
         st.attached = false;
         st.problem = "no kernel BTF at /sys/kernel/btf/vmlinux";
-      } else if (btf__find_by_name_kind(vmlinux, spec.btf_typedef, BTF_KIND_TYPEDEF) < 0) {
+      } else if (btf__find_by_name_kind(vmlinux, spec.btf_typedef.c_str(), BTF_KIND_TYPEDEF) < 0) {
         st.attached = false;
         st.problem = "tracepoint not in this kernel";
       }
@@ -171,7 +179,7 @@ const ProgramSpec &spec_for(const std::string &program) {
 }
 
 // A classic tracepoint's id, read from tracefs (events/<group>/<name>/id); 0 when unreadable.
-uint64_t tracepoint_id(const char *event) {
+uint64_t tracepoint_id(const std::string &event) {
   std::ifstream f(std::string(kTracefs) + "/events/" + event + "/id");
   uint64_t id = 0;
   f >> id;
@@ -312,7 +320,7 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
     bpf_program *prog = bpf_object__find_program_by_name(skel->obj, st.program.c_str());
     if (!prog)
       throw Error("internal: BPF program " + st.program + " missing from the object");
-    if (const char *event = spec_for(st.program).tracefs_event; event && st.attached) {
+    if (const std::string &event = spec_for(st.program).tracefs_event; !event.empty() && st.attached) {
       if (uint64_t id = tracepoint_id(event))
         impl_->tracepoint_ids[st.program] = id;
       else {

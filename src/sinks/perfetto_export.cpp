@@ -87,8 +87,6 @@ template <class Record> Annotations annotations_of(const Record &r) {
   return a;
 }
 
-template <class> constexpr bool kNoTrackFor = false;
-
 std::string flow_key(std::string_view event, uint64_t boot_ns, uint64_t cpu) {
   return std::string(event) + "@" + std::to_string(boot_ns) + "/" + std::to_string(cpu);
 }
@@ -424,7 +422,8 @@ struct PerfettoExporter::Impl {
             instant(process(r.pid, r.comm), ev.boot_ns, "exit holding " + r.address, annotations_of(r),
                     pool(kDeathPool));
           } else {
-            static_assert(kNoTrackFor<T>, "every kernel record needs a place in the trace");
+            // A record with no place of its own yet: an instant on the host-wide track, never nothing.
+            instant(host(), ev.boot_ns, std::string(T::kName), annotations_of(r), pool(kStrangerPool));
           }
         },
         ev.record);
