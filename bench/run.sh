@@ -13,12 +13,15 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 WHY502=${WHY502:-$REPO/build-bench/why502}
+FLOOR=${FLOOR:-$(dirname "$WHY502")/why502-floor} # empty programs on why502's hooks (bench/floor)
+UPSTREAM_KEEPALIVE=${UPSTREAM_KEEPALIVE:-0} # >0: the proxy keeps that many idle upstream connections
+STORM=${STORM:-0}                           # 1: the proxy's upstream refuses everything (a 502 storm)
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}        # seconds of wrk per measurement
 WARMUP=${WARMUP:-2}             # seconds of wrk discarded after each tracer start
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
-CONFIGS=${CONFIGS:-"baseline why502-watch why502-events bpftrace"}
+CONFIGS=${CONFIGS:-"baseline floor why502-watch why502-events bpftrace"}
 PROFILE=${PROFILE:-1}           # 0: skip the bpf_stats profile round
 PROXY_WORKERS=${PROXY_WORKERS:-1}
 PROXY_CPUS=${PROXY_CPUS:-0}     # proxy nginx workers (the measured process)
@@ -32,6 +35,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
 
 [[ $(id -u) -eq 0 ]] || die "needs root (BPF, nginx on 127.0.0.1, sysctl)"
+[[ " ${CONFIGS} " != *" floor "* || -x $FLOOR ]] || die "no why502-floor at $FLOOR; build it with the why502-floor target (or set FLOOR=)"
 [[ -x $WHY502 ]] || die "no why502 at $WHY502; build it: cmake -S $REPO -B $REPO/build-bench -DCMAKE_BUILD_TYPE=Release && cmake --build $REPO/build-bench -j2 (or set WHY502=)"
 
 # ---- packages -------------------------------------------------------------------------------
@@ -153,11 +157,18 @@ http {
   fastcgi_temp_path $TMP/proxy/tmp/fcgi;
   uwsgi_temp_path $TMP/proxy/tmp/uwsgi;
   scgi_temp_path $TMP/proxy/tmp/scgi;
-  # No keepalive: every request opens (and closes) a fresh upstream connection.
-  upstream backend { server 127.0.0.1:$UPSTREAM_PORT; }
+  # By default no keepalive: every request opens (and closes) a fresh upstream connection. STORM=1
+  # points it where nothing listens: every request is a refused connect and a 502.
+  upstream backend {
+    server 127.0.0.1:$((STORM ? UPSTREAM_PORT + 1 : UPSTREAM_PORT)) max_fails=0; # a storm keeps connecting
+    $( ((UPSTREAM_KEEPALIVE > 0)) && echo "keepalive $UPSTREAM_KEEPALIVE;")
+  }
   server {
     listen 127.0.0.1:$PROXY_PORT backlog=4096;
-    location / { proxy_pass http://backend; }
+    location / {
+      proxy_pass http://backend;
+      $( ((UPSTREAM_KEEPALIVE > 0)) && echo 'proxy_http_version 1.1; proxy_set_header Connection "";')
+    }
   }
 }
 EOF
@@ -215,6 +226,7 @@ cpu_ticks() { # pid... -> utime+stime summed (clock ticks)
 #   losses   how its output reports what it missed: "stats" (why502's stats line) or "lines" (count)
 #   command  run by bash with $out (its output file), $MASTER, $WHY502, $HERE and PEER_ARGS set
 TRACERS='
+floor         | "type":"start"           | 0 | none  | "$FLOOR" >"$out"
 why502-watch  | "type":"start"           | 0 | stats | "$WHY502" watch --json -o "$out" --nginx-pid "$MASTER"
 why502-events | "type":"start"           | 0 | stats | "$WHY502" events --json --pid "$MASTER" >"$out"
 bpftrace      | ^Attaching [0-9]+ probes | 1 | lines | bpftrace -B none -o "$out" "$HERE/peer.bt" "${PEER_ARGS[@]}"
@@ -393,6 +405,19 @@ REPORT=$TMP/report.md
     bad=$(awk -F'\t' -v c="$cfg" '$1 == c { a += $4; b += $5 } END { print a + 0 " / " b + 0 }' "$RAW")
     echo "| $cfg | $(printf '%.0f' "$m") | $ratio | $runs | $us | $all ($dall) | $cratio | $tr | $bad |"
   done
+  echo
+  # The noise: how far the baseline's own rounds spread.
+  awk -F'\t' '$1 == "baseline" { n++; r[n] = $3; c[n] = $10 }
+    END { if (n) { rmin = rmax = r[1]; cmin = cmax = c[1]
+      for (i = 2; i <= n; i++) { if (r[i] < rmin) rmin = r[i]; if (r[i] > rmax) rmax = r[i]; if (c[i] < cmin) cmin = c[i]; if (c[i] > cmax) cmax = c[i] }
+      printf "Baseline spread over %d rounds: %.0f..%.0f req/s (%.1f%%), all-CPU %.1f..%.1f us/req (%.1f%%).\n", n, rmin, rmax, (rmax - rmin) * 100 / rmax, cmin, cmax, (cmax - cmin) * 100 / cmax } }' "$RAW"
+  # What why502 costs above merely being on its hooks (issue 11's bar: at most 20% of the floor's own cost).
+  if grep -q "^floor"$'\t' "$RAW" && grep -q "^why502-watch"$'\t' "$RAW"; then
+    awk -v b="$(col_median baseline 10)" -v f="$(col_median floor 10)" -v w="$(col_median why502-watch 10)" 'BEGIN {
+      printf "Floor: %+.1f us/req over baseline; why502 watch: %+.1f us/req, %+.1f above the floor", f - b, w - b, w - f
+      if (f - b > 0) printf " (%.0f%% of the floor'"'"'s own cost)", (w - f) * 100 / (f - b)
+      printf ".\n" }'
+  fi
 } >"$REPORT"
 
 if ((PROFILE)) && [[ -s $TMP/profile.tsv ]]; then
@@ -445,7 +470,7 @@ foreign=$(bpftool prog show 2>/dev/null | grep -cE '^[0-9]+: (tracing|tracepoint
   echo "- host: $(uname -r), $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), load average at end $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- why502: $WHY502, commit $commit$dirty"
   echo "- nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(bpftrace --version), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-  echo "- proxy nginx: $PROXY_WORKERS worker(s) on CPU $PROXY_CPUS, no upstream keepalive, combined access log;"
+  echo "- proxy nginx: $PROXY_WORKERS worker(s) on CPU $PROXY_CPUS, upstream keepalive $UPSTREAM_KEEPALIVE (0: none), storm $STORM (1: the upstream refuses everything), combined access log;"
   echo "  upstream nginx: 1 worker (return 200) + wrk -t$THREADS -c$CONNS -d${DURATION}s on CPU $LOAD_CPUS; $ROUNDS interleaved rounds (order rotated)"
   echo "- kernel.bpf_stats_enabled during the timed rounds: $STATS_ORIG; tracing BPF programs loaded at end (all owners): $foreign"
   echo
