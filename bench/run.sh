@@ -245,7 +245,7 @@ start_tracer() { # config tag -> sets TRACER_PID, waits until attached
   cmd=$(tracer_field "$cfg" 5) || die "unknown configuration $cfg (not a row of TRACERS)"
   ready=$(tracer_field "$cfg" 2)
   settle=$(tracer_field "$cfg" 3)
-  eval "$cmd" 2>"$TMP/$tag.err" &
+  eval "exec $cmd" 2>"$TMP/$tag.err" & # exec: $! is the tracer itself (its CPU, its SIGINT)
   TRACER_PID=$!
   for ((i = 0; i < 300; i++)); do
     kill -0 "$TRACER_PID" 2>/dev/null || { cat "$TMP/$tag.err" >&2; die "$cfg exited early"; }
