@@ -190,12 +190,22 @@ protected:
   // WHY502_SAVE_CASES=DIR: a passing scenario becomes a correlation case,
   // DIR/<Suite>.<Test>/{capture.jsonl,error.log,access.log,access_format,expected.jsonl,README.md}
   // (tests/fixtures/correlate/README.md). expected.jsonl is what `analyze` makes of the saved files,
-  // kept only when its causes and statuses are the live run's.
+  // kept only when its causes and statuses are the live run's. Nothing here fails the test: a case
+  // that cannot be saved says why on stderr.
   void save_case(const std::string &root) {
     namespace fs = std::filesystem;
     watch_->stop();
     const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
     const fs::path out = fs::path(root) / (std::string(info->test_suite_name()) + "." + info->name());
+    if (HasFailure()) // stop() checks the schema of every line it wrote
+      return;
+    // error.log's times carry no zone and replay reads them in its own; the cases are replayed in UTC.
+    const std::time_t now = std::time(nullptr);
+    std::tm local{};
+    if (!localtime_r(&now, &local) || local.tm_gmtoff != 0) {
+      fprintf(stderr, "save_case: %s: the local time zone is not UTC (run with TZ=UTC): not saved\n", out.c_str());
+      return;
+    }
     const fs::path capture = fs::path(dir()) / "capture.jsonl";
     if (!fs::exists(capture) || fs::file_size(capture) > (2u << 20)) {
       fprintf(stderr, "save_case: %s: no capture, or over 2 MiB: not saved\n", out.c_str());
@@ -211,7 +221,7 @@ protected:
     std::multiset<std::pair<std::string, int>> live, offline;
     for (auto &v : watch_->verdicts())
       live.insert({v.value("cause", ""), v.value("status", 0)});
-    std::string expected, summary;
+    std::string expected;
     std::map<std::pair<std::string, int>, int> counts;
     for (const auto &v : replayed.verdicts) {
       offline.insert({v.cause, v.status.value_or(0)});
@@ -219,18 +229,56 @@ protected:
       expected += why502::base::json_line(why502::to_json(v)) + "\n";
     }
     if (live != offline || replayed.verdicts.empty()) {
-      fprintf(stderr, "save_case: %s: analyze disagrees with the live run (or no verdicts): not saved\n", out.c_str());
+      fprintf(stderr, "save_case: %s: analyze disagrees with the live run (or no verdicts): not saved\n  live:    %s\n  analyze: %s\n",
+              out.c_str(), causes_text(live).c_str(), causes_text(offline).c_str());
       fs::remove_all(out);
       return;
     }
     std::ofstream(out / "expected.jsonl") << expected;
+    std::string verdicts;
     for (const auto &[k, n] : counts)
-      summary += "- " + std::to_string(n) + " x `" + k.first + "`" + (k.second ? " (" + std::to_string(k.second) + ")" : "") + "\n";
-    std::ofstream(out / "README.md") << "Recorded from the scenario `" << info->test_suite_name() << "." << info->name()
-                                     << "` (tests/scenarios) with WHY502_SAVE_CASES: a real nginx and upstream in a private\n"
-                                        "network namespace, one injected fault, `why502 watch --capture` beside it.\n"
-                                        "Verdicts (the live run's, and what `analyze` makes of these files):\n"
-                                     << summary;
+      verdicts += std::string(verdicts.empty() ? "" : ", ") + std::to_string(n) + " x `" + k.first + "`" +
+                  (k.second ? " (" + std::to_string(k.second) + ")" : "");
+    const std::string source = fs::path(info->file()).filename().string();
+    std::ofstream(out / "README.md")
+        << "Scenario `" << info->test_suite_name() << "." << info->name() << "` (tests/scenarios/" << source
+        << "), recorded with WHY502_SAVE_CASES: a real nginx and upstream in a private network namespace, "
+        << "`why502 watch --capture` beside them. What it does (the comment above the test): " << fault_comment(info->file(), info->line())
+        << " Expected verdicts (the live run's, and what `analyze` makes of these files): " << verdicts << ".\n";
+  }
+
+  static std::string causes_text(const std::multiset<std::pair<std::string, int>> &causes) {
+    std::string s;
+    for (const auto &[cause, status] : causes)
+      s += (s.empty() ? "" : " ") + cause + "(" + std::to_string(status) + ")";
+    return s.empty() ? "(none)" : s;
+  }
+
+  // The comment block right above the TEST_F at `file`:`line`, as one line of text: each scenario
+  // opens with what it breaks, and that is what a case's README should say.
+  static std::string fault_comment(const std::string &file, int line) {
+    std::vector<std::string> lines; // every line, empty ones too: `line` counts them
+    std::ifstream in(file);
+    for (std::string l; std::getline(in, l);)
+      lines.push_back(l);
+    std::vector<std::string> block;
+    for (int i = line - 2; i >= 0 && i < int(lines.size()); --i) {
+      std::string_view l = lines[i];
+      while (!l.empty() && (l.front() == ' ' || l.front() == '\t'))
+        l.remove_prefix(1);
+      if (l.substr(0, 2) != "//")
+        break;
+      l.remove_prefix(2);
+      while (!l.empty() && l.front() == ' ')
+        l.remove_prefix(1);
+      block.insert(block.begin(), std::string(l));
+    }
+    std::string s;
+    for (const auto &b : block)
+      s += (s.empty() ? "" : " ") + b;
+    if (s.empty())
+      return "see the test.";
+    return s.back() == '.' || s.back() == ')' ? s : s + ".";
   }
 
   const std::string &dir() const { return dir_->path(); }

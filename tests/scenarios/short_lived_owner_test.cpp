@@ -154,10 +154,14 @@ protected:
 
 } // namespace
 
+// A TCP upstream listens for 200 ms, holds nginx's connection in its accept queue, and exits with
+// code 3 before a host sample sees it: that request is reset, the next is refused.
 TEST_F(BriefOwnerScenario, OwnerThatListened200msThenExitedIsUpstreamExited) {
   run(Death::exit3, "upstream_exited");
 }
 
+// A TCP upstream in a 32 MiB memory cgroup listens, holds nginx's connection in its accept queue,
+// and is OOM-killed 100 ms later, before a host sample sees it: that request is reset, the next refused.
 TEST_F(BriefOwnerScenario, OwnerThatListened100msThenWasOomKilledIsUpstreamOomKilled) {
   run(Death::oom, "upstream_oom_killed");
 }
