@@ -47,11 +47,10 @@ constexpr const char *kRefusedTcp[] = {pg::kSockSetState, pg::kReceiveReset, pg:
 constexpr const char *kDeathOom[] = {pg::kMarkVictim, pg::kProcessExit, pg::kSockSetState};
 constexpr const char *kDeathSignal[] = {pg::kSignalGenerate, pg::kProcessExit, pg::kSockSetState};
 constexpr const char *kDeathExit[] = {pg::kProcessExit, pg::kSockSetState};
-constexpr const char *kQueue[] = {pg::kSockSetState, pg::kRetransmitSkb};
+constexpr const char *kSynRetransmits[] = {pg::kSockSetState, pg::kRetransmitSkb}; // a SYN left unanswered
 constexpr const char *kConnectOnly[] = {pg::kExitConnect};
 constexpr const char *kReset[] = {pg::kSockSetState, pg::kReceiveReset};
 constexpr const char *kStateOnly[] = {pg::kSockSetState};
-constexpr const char *kTimeout[] = {pg::kSockSetState, pg::kRetransmitSkb};
 constexpr const char *kUnreachable[] = {pg::kSockSetState, pg::kSkErrorReport, pg::kExitConnect};
 constexpr const char *kFirewall[] = {pg::kSockSetState, pg::kKfreeSkb, pg::kRetransmitSkb};
 constexpr const char *kFds[] = {pg::kExitSocket, pg::kExitAccept4, pg::kExitAccept};
@@ -63,11 +62,11 @@ constexpr CauseSpec kCauses[] = {
     {cause::kOomKilled, T::Both, kDeathOom, "the upstream's owner (listen_change, unix_listener_exit, samples)"},
     {cause::kKilledBySignal, T::Both, kDeathSignal, "the upstream's owner"},
     {cause::kExited, T::Both, kDeathExit, "the upstream's owner"},
-    {cause::kAcceptQueueOverflow, T::Tcp, kQueue, "listen queue depth and TcpExt ListenOverflows (host samples)"},
+    {cause::kAcceptQueueOverflow, T::Tcp, kSynRetransmits, "listen queue depth and TcpExt ListenOverflows (host samples)"},
     {cause::kUnixBacklogFull, T::Unix, kConnectOnly, "nginx's errno 11 alone without the probe"},
     {cause::kConnectionReset, T::Tcp, kReset, "nginx's errno 104"},
     {cause::kClosedEarly, T::Both, kStateOnly, "nginx's \"prematurely closed\" line (unix: only that)"},
-    {cause::kConnectTimeout, T::Tcp, kTimeout, "nginx's 110 while connecting"},
+    {cause::kConnectTimeout, T::Tcp, kSynRetransmits, "nginx's 110 while connecting"},
     {cause::kHostUnreachable, T::Tcp, kUnreachable, "nginx's errno 113/101", "no route to {upstream}: {how}"},
     {cause::kFirewallDrop, T::Tcp, kFirewall, ""},
     {cause::kConnectDenied, T::Both, kConnectOnly, "nginx's errno 1/13",

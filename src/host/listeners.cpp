@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <fcntl.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
@@ -97,8 +98,9 @@ bool netlink_dump(int fd, Req &req, uint32_t *seq, std::string *error, F &&on_ms
 
 } // namespace
 
-// /proc/net/{tcp,tcp6,unix} of a busy host: about 150 bytes a socket, so a million sockets fit.
-constexpr size_t kMaxProcNetBytes = size_t(256) << 20;
+// /proc/net/{tcp,tcp6,unix} are read whole, however busy the host: a cap would silently drop the
+// listeners past it.
+constexpr size_t kMaxProcNetBytes = std::numeric_limits<size_t>::max();
 
 std::string proc_dir(pid_t pid) { return pid ? "/proc/" + std::to_string(pid) : std::string("/proc/self"); }
 

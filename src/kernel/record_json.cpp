@@ -17,14 +17,12 @@ static_assert(names_are_unique<ConnFailure>() && names_are_unique<Syscall>() && 
 
 namespace {
 
-template <class T> constexpr bool kIsNamedEnum = std::is_enum_v<T>;
-
 struct JsonWriter {
   json &j;
   template <class T> void operator()(const char *key, const T &value, unsigned = kFieldRequired) {
     if constexpr (std::is_same_v<T, Endpoint>)
       j[key] = value.str();
-    else if constexpr (kIsNamedEnum<T>)
+    else if constexpr (std::is_enum_v<T>)
       j[key] = enum_name(value);
     else
       j[key] = value;
@@ -50,7 +48,7 @@ struct JsonReader {
       if (!e)
         throw std::runtime_error(std::string("bad endpoint in ") + key);
       value = *e;
-    } else if constexpr (kIsNamedEnum<T>) {
+    } else if constexpr (std::is_enum_v<T>) {
       const auto name = it->template get<std::string>();
       auto e = enum_from_name<T>(name);
       if constexpr (requires { EnumNames<T>::fallback; }) {
@@ -80,7 +78,7 @@ struct SchemaWriter {
       return {{"type", "string"}};
     else if constexpr (std::is_same_v<T, Endpoint>)
       return {{"type", "string"}, {"description", "address:port, IPv6 in brackets"}};
-    else if constexpr (kIsNamedEnum<T>) {
+    else if constexpr (std::is_enum_v<T>) {
       json names = json::array();
       for (auto n : enum_names<T>())
         names.push_back(n);

@@ -10,11 +10,9 @@
 #include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
-#include <fstream>
 #include <linux/perf_event.h>
 #include <map>
 #include <set>
-#include <sstream>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -180,10 +178,8 @@ const ProgramSpec &spec_for(const std::string &program) {
 
 // A classic tracepoint's id, read from tracefs (events/<group>/<name>/id); 0 when unreadable.
 uint64_t tracepoint_id(const std::string &event) {
-  std::ifstream f(std::string(kTracefs) + "/events/" + event + "/id");
-  uint64_t id = 0;
-  f >> id;
-  return id;
+  auto text = base::read_small_file(std::string(kTracefs) + "/events/" + event + "/id", 64);
+  return text ? strtoull(text->c_str(), nullptr, 10) : 0;
 }
 
 } // namespace
