@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "base/time.h"
 #include "cli/commands.h"
 #include "why502/error.h"
 
@@ -125,6 +126,15 @@ int main(int argc, char **argv) {
   analyze_cmd->add_option("--error-log", analyze.error_logs, "nginx error log of the same period")->required();
   analyze_cmd->add_option("--access-log", analyze.access_logs, "nginx access log of the same period");
   analyze_cmd->add_option("--access-format", analyze.access_format, "its log_format string (default: combined)");
+  analyze_cmd
+      ->add_option("--log-utc-offset", analyze.log_utc_offset,
+                   "the UTC offset nginx wrote error.log times in, e.g. +09:00 (default: from the access "
+                   "log's $time_local, else the capture, else this host's zone)")
+      ->check(CLI::Validator(
+          [](std::string &v) {
+            return base::parse_utc_offset(v) ? std::string() : "expected an offset like +09:00, -05:30 or Z";
+          },
+          "OFFSET"));
   analyze_cmd->add_flag("--json", analyze.json, "one JSON object per line");
   analyze_cmd->add_option("-o,--output", analyze.output, "append to FILE instead of stdout");
 

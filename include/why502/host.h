@@ -38,6 +38,9 @@ struct HostSample {
   std::vector<Listener> listeners;
   uint64_t listen_overflows = 0; // TcpExt ListenOverflows (cumulative, this netns)
   uint64_t listen_drops = 0;     // TcpExt ListenDrops
+  // The sampling host's zone (seconds east of UTC): how `analyze` elsewhere reads the error.log
+  // times, which nginx writes in local time without a zone. Absent in captures before 2026-12-04.
+  std::optional<int> utc_offset_s;
 };
 
 nlohmann::json to_json(const HostSample &s);

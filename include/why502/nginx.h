@@ -278,7 +278,9 @@ std::string_view to_string(Level l);
 
 struct ErrorLogLine {
   std::tm tm{};            // as written, local time of the nginx host
-  std::int64_t epoch = 0;  // tm interpreted in this process's local time zone (mktime)
+  // tm read as if it were UTC: the line's clock reading, free of any zone. LogZone turns it into
+  // a time since the epoch once nginx's UTC offset is known.
+  std::int64_t local_seconds = 0;
   Level level = Level::error;
   pid_t pid = 0;
   std::uint64_t tid = 0;
@@ -309,6 +311,34 @@ std::optional<ErrorLogLine> parse_error_line(std::string_view line, ParseStats &
 // "2026/11/30 17:02:01" -> broken-down time; false if malformed.
 bool parse_error_time(std::string_view s, std::tm &out);
 
+// nginx writes error.log times in its own local zone, with no offset; the reader's zone may differ
+// (`analyze` on another host, nginx in a container with its own TZ). LogZone holds what is known of
+// nginx's UTC offset, by trust: an offset the operator gave; the offsets nginx itself writes in
+// access lines ($time_local, $time_iso8601); the capturing host's zone recorded in the capture's
+// host samples; and last this process's own zone. Offsets are kept as change points in time, so a
+// DST change inside the period is followed.
+class LogZone {
+public:
+  enum class Source { operator_given, access_log, capture, this_host };
+  void set_operator_offset(int offset_s);
+  void learn_from_access_log(std::int64_t epoch_s, int offset_s) { learn(access_, epoch_s, offset_s); }
+  void learn_from_capture(std::int64_t epoch_s, int offset_s) { learn(capture_, epoch_s, offset_s); }
+  // The instant an error line's clock reading (ErrorLogLine::local_seconds) stands for.
+  std::int64_t to_epoch(std::int64_t local_seconds) const;
+  std::int64_t to_epoch_ns(const ErrorLogLine &l) const { return to_epoch(l.local_seconds) * 1000000000LL; }
+  Source source() const;
+  // "+09:00 (from the access log)": for notes.
+  std::string describe() const;
+
+private:
+  using ChangePoints = std::map<std::int64_t, int>; // epoch second -> offset from then on
+  static void learn(ChangePoints &points, std::int64_t epoch_s, int offset_s);
+  static int offset_at(const ChangePoints &points, std::int64_t epoch_s);
+  std::optional<int> operator_offset_;
+  ChangePoints access_, capture_;
+};
+std::string_view to_string(LogZone::Source s);
+
 // ───────────────────────────── access.log ─────────────────────────────
 
 struct UpstreamAttempt {
@@ -322,6 +352,7 @@ struct AccessLogLine {
   std::map<std::string, std::string> vars; // every variable in the format, unescaped
   std::optional<int> status;
   std::optional<double> time;           // epoch seconds ($msec gives ms, else $time_iso8601/$time_local)
+  std::optional<int> utc_offset_s;      // nginx's own zone, when the format has $time_local or $time_iso8601
   std::optional<std::int64_t> time_ms;  // epoch milliseconds when $msec is present
   std::optional<pid_t> pid;
   std::optional<std::uint64_t> connection;
@@ -363,10 +394,10 @@ inline constexpr std::string_view kCombinedFormat =
 
 // Splits "a, b : c" into attempts with group numbers. "-" entries become empty / nullopt.
 std::vector<std::pair<std::string, int>> split_upstream_list(std::string_view v);
-// "30/Nov/2026:17:02:01 +0100" -> epoch seconds
-std::optional<std::int64_t> parse_time_local(std::string_view s);
+// "30/Nov/2026:17:02:01 +0100" -> epoch seconds (and the offset, 3600, when asked)
+std::optional<std::int64_t> parse_time_local(std::string_view s, int *offset_s = nullptr);
 // "2026-11-30T17:02:01+01:00" -> epoch seconds
-std::optional<std::int64_t> parse_time_iso8601(std::string_view s);
+std::optional<std::int64_t> parse_time_iso8601(std::string_view s, int *offset_s = nullptr);
 
 // ───────────────────────────── log tailer ─────────────────────────────
 

@@ -1,5 +1,6 @@
 #include "base/time.h"
 
+#include <cstdio>
 #include <ctime>
 
 namespace why502::base {
@@ -45,6 +46,43 @@ std::optional<int64_t> parse_wall_time(std::string_view iso) {
   if (*rest != 'Z' && *rest != 0)
     return std::nullopt;
   return ns;
+}
+
+int local_utc_offset_s(int64_t wall_s) {
+  time_t t = static_cast<time_t>(wall_s);
+  struct tm tm {};
+  if (!localtime_r(&t, &tm))
+    return 0;
+  return static_cast<int>(tm.tm_gmtoff);
+}
+
+std::string format_utc_offset(int offset_s) {
+  int a = offset_s < 0 ? -offset_s : offset_s;
+  char buf[16];
+  snprintf(buf, sizeof(buf), "%c%02d:%02d", offset_s < 0 ? '-' : '+', a / 3600, a / 60 % 60);
+  return buf;
+}
+
+std::optional<int> parse_utc_offset(std::string_view text) {
+  if (text == "Z" || text == "UTC")
+    return 0;
+  if (text.size() != 5 && text.size() != 6)
+    return std::nullopt;
+  if (text[0] != '+' && text[0] != '-')
+    return std::nullopt;
+  std::string_view hh = text.substr(1, 2), mm = text.substr(text.size() == 6 ? 4 : 3, 2);
+  if (text.size() == 6 && text[3] != ':')
+    return std::nullopt;
+  auto digit2 = [](std::string_view d) -> int {
+    if (d.size() != 2 || d[0] < '0' || d[0] > '9' || d[1] < '0' || d[1] > '9')
+      return -1;
+    return (d[0] - '0') * 10 + (d[1] - '0');
+  };
+  int h = digit2(hh), m = digit2(mm);
+  if (h < 0 || m < 0 || h > 18 || m > 59 || (h == 18 && m != 0))
+    return std::nullopt;
+  int s = h * 3600 + m * 60;
+  return text[0] == '-' ? -s : s;
 }
 
 } // namespace why502::base

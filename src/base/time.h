@@ -17,4 +17,11 @@ std::string format_wall_time(int64_t wall_ns);
 // Reads that format back (fraction optional, any number of digits; "Z" or nothing after it).
 std::optional<int64_t> parse_wall_time(std::string_view iso);
 
+// This process's time zone at `wall_s` (seconds east of UTC, DST included): what nginx on this host
+// writes into error.log times, which carry no zone.
+int local_utc_offset_s(int64_t wall_s);
+// An offset as "+09:00" / "-05:30"; and back (also "+0900", "Z"; within ±18 h).
+std::string format_utc_offset(int offset_s);
+std::optional<int> parse_utc_offset(std::string_view text);
+
 } // namespace why502::base

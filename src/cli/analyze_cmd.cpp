@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "base/text.h"
+#include "base/time.h"
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "pipeline/replay.h"
@@ -13,7 +14,17 @@ namespace why502::cli {
 using namespace why502::pipeline;
 
 int run_analyze(const AnalyzeOptions &opts) {
-  ReplayResult r = replay({opts.capture, opts.error_logs, opts.access_logs, opts.access_format});
+  ReplayInput in{opts.capture, opts.error_logs, opts.access_logs, opts.access_format, std::nullopt};
+  if (!opts.log_utc_offset.empty())
+    in.log_utc_offset_s = base::parse_utc_offset(opts.log_utc_offset); // checked by the CLI
+  ReplayResult r = replay(in);
+  // nginx's error.log times have no zone: when neither the access log nor the capture says which it
+  // was, this host's is assumed, and that is worth a line (logs copied from elsewhere are off by hours).
+  if (r.log_zone == nginx::LogZone::Source::this_host)
+    fprintf(stderr,
+            "why502: error.log times read as %s: neither the access log ($time_local) nor the capture "
+            "says nginx's zone; --log-utc-offset sets it\n",
+            r.log_zone_text.c_str());
   Output out(opts.output);
   for (const auto &v : r.verdicts)
     out.line(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
@@ -25,6 +36,7 @@ int run_analyze(const AnalyzeOptions &opts) {
     summary["skipped_long_lines"] = r.long_lines;
     summary["unparsed_error_lines"] = r.unparsed_error_lines;
     summary["unparsed_access_lines"] = r.unparsed_access_lines;
+    summary["error_log_zone"] = r.log_zone_text;
     out.line(base::json_line(summary));
   } else {
     std::string table = sinks::summary_table(r.stats);

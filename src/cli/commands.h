@@ -62,6 +62,7 @@ struct AnalyzeOptions {
   std::vector<std::string> error_logs;
   std::vector<std::string> access_logs;
   std::string access_format; // log_format string of the access log; combined by default
+  std::string log_utc_offset; // "+09:00": the zone nginx wrote error.log times in (else learnt)
   bool json = false;
   std::string output;
 };

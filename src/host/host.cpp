@@ -34,12 +34,15 @@ json to_json(const HostSample &s) {
     listeners.push_back(
         {{"address", l.address}, {"depth", l.depth}, {"max", l.max}, {"inode", l.inode}, {"owners", owners}});
   }
-  return {{"type", "host"},
-          {"event", "host_sample"},
-          {"time", base::format_wall_time(s.wall_ns)},
-          {"listen_overflows", s.listen_overflows},
-          {"listen_drops", s.listen_drops},
-          {"listeners", listeners}};
+  json j = {{"type", "host"},
+            {"event", "host_sample"},
+            {"time", base::format_wall_time(s.wall_ns)},
+            {"listen_overflows", s.listen_overflows},
+            {"listen_drops", s.listen_drops},
+            {"listeners", listeners}};
+  if (s.utc_offset_s)
+    j["utc_offset_s"] = *s.utc_offset_s;
+  return j;
 }
 
 namespace {
@@ -97,6 +100,14 @@ std::optional<HostSample> host_sample_from(const json &j, std::string *err) {
   if (!get_unsigned(j, "listen_overflows", &s.listen_overflows, err, "") ||
       !get_unsigned(j, "listen_drops", &s.listen_drops, err, ""))
     return std::nullopt;
+  if (auto off = j.find("utc_offset_s"); off != j.end()) {
+    constexpr int64_t kMaxOffset = 18 * 3600; // the widest zone offset ISO 8601 allows
+    if (!off->is_number_integer() || off->get<int64_t>() < -kMaxOffset || off->get<int64_t>() > kMaxOffset) {
+      *err = "utc_offset_s: expected seconds east of UTC within 18 hours";
+      return std::nullopt;
+    }
+    s.utc_offset_s = static_cast<int>(off->get<int64_t>());
+  }
   auto ls = j.find("listeners");
   if (ls == j.end() || !ls->is_array()) {
     *err = "listeners: expected an array";
@@ -208,6 +219,7 @@ HostSample HostSampler::sample() {
   Impl &m = *impl_;
   HostSample s;
   s.wall_ns = base::wall_clock_ns();
+  s.utc_offset_s = base::local_utc_offset_s(s.wall_ns / 1000000000);
 
   std::string dir = host::proc_dir(m.pid);
   struct stat ns;

@@ -340,15 +340,20 @@ void fill_known(AccessLogLine &l) {
       }
     }
   }
-  if (!l.time) {
-    if (auto *v = get("time_iso8601")) {
-      if (auto t = parse_time_iso8601(*v))
+  // Either zone-bearing time gives nginx's UTC offset (LogZone reads error.log times with it),
+  // even when $msec is the time used.
+  int offset = 0;
+  if (auto *v = get("time_iso8601")) {
+    if (auto t = parse_time_iso8601(*v, &offset)) {
+      l.utc_offset_s = offset;
+      if (!l.time)
         l.time = static_cast<double>(*t);
     }
   }
-  if (!l.time) {
-    if (auto *v = get("time_local")) {
-      if (auto t = parse_time_local(*v))
+  if (auto *v = get("time_local")) {
+    if (auto t = parse_time_local(*v, &offset)) {
+      l.utc_offset_s = offset;
+      if (!l.time)
         l.time = static_cast<double>(*t);
     }
   }
@@ -381,7 +386,7 @@ std::vector<std::pair<std::string, int>> split_upstream_list(std::string_view v)
   return out;
 }
 
-std::optional<std::int64_t> parse_time_local(std::string_view s) {
+std::optional<std::int64_t> parse_time_local(std::string_view s, int *offset_s) {
   // "30/Nov/2026:17:02:01 +0100"
   if (s.size() < 26 || s[2] != '/' || s[6] != '/' || s[11] != ':' || s[14] != ':' || s[17] != ':' ||
       s[20] != ' ' || (s[21] != '+' && s[21] != '-'))
@@ -392,10 +397,12 @@ std::optional<std::int64_t> parse_time_local(std::string_view s) {
   if (!d || !y || !h || !mi || !se || !oh || !om || mo < 0)
     return std::nullopt;
   int off = (*oh * 3600 + *om * 60) * (s[21] == '-' ? -1 : 1);
+  if (offset_s)
+    *offset_s = off;
   return to_epoch(*y, mo + 1, *d, *h, *mi, *se, off);
 }
 
-std::optional<std::int64_t> parse_time_iso8601(std::string_view s) {
+std::optional<std::int64_t> parse_time_iso8601(std::string_view s, int *offset_s) {
   // "2026-11-30T17:02:01+01:00" (nginx always writes the numeric offset)
   if (s.size() < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
     return std::nullopt;
@@ -415,6 +422,8 @@ std::optional<std::int64_t> parse_time_iso8601(std::string_view s) {
   } else {
     return std::nullopt;
   }
+  if (offset_s)
+    *offset_s = off;
   return to_epoch(*y, *mo, *d, *h, *mi, *se, off);
 }
 

@@ -609,7 +609,7 @@ std::optional<ErrorLogLine> parse_error_line(std::string_view line) {
   if (!parse_error_time(line, l.tm))
     return std::nullopt;
   std::tm tmp = l.tm;
-  l.epoch = static_cast<std::int64_t>(mktime(&tmp));
+  l.local_seconds = static_cast<std::int64_t>(timegm(&tmp));
   std::string_view s = line.substr(19);
   if (!starts_with(s, " ["))
     return std::nullopt;

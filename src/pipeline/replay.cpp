@@ -168,15 +168,12 @@ ReplayResult replay_inputs(const ReplayInput &opts) {
     }
   }
   nginx::ParseStats error_stats, access_stats;
-  for (const auto &path : opts.error_logs) {
-    LineFile f(path, "error log");
-    std::string line;
-    while (f.next(line, result.long_lines))
-      if (auto l = nginx::parse_error_line(line, error_stats)) {
-        check_room(inputs);
-        inputs.push_back({l->epoch * 1000000000LL, 2, *l});
-      }
-  }
+  nginx::LogZone zone;
+  if (opts.log_utc_offset_s)
+    zone.set_operator_offset(*opts.log_utc_offset_s);
+  for (const auto &in : inputs)
+    if (const auto *h = std::get_if<HostSample>(&in.item); h && h->utc_offset_s)
+      zone.learn_from_capture(h->wall_ns / 1000000000, *h->utc_offset_s);
   auto parser = nginx::AccessLogParser::combined();
   if (!opts.access_format.empty()) {
     auto compiled = nginx::AccessLogParser::compile(opts.access_format);
@@ -191,9 +188,23 @@ ReplayResult replay_inputs(const ReplayInput &opts) {
       if (auto l = parser.parse(line, access_stats)) {
         check_room(inputs);
         int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : 0;
+        if (l->utc_offset_s)
+          zone.learn_from_access_log(when / 1000000000, *l->utc_offset_s);
         inputs.push_back({when, 3, *l});
       }
   }
+  // Error lines last: their times carry no zone, and the access log and capture say which it is.
+  for (const auto &path : opts.error_logs) {
+    LineFile f(path, "error log");
+    std::string line;
+    while (f.next(line, result.long_lines))
+      if (auto l = nginx::parse_error_line(line, error_stats)) {
+        check_room(inputs);
+        inputs.push_back({zone.to_epoch_ns(*l), 2, *l});
+      }
+  }
+  result.log_zone = zone.source();
+  result.log_zone_text = zone.describe();
   std::stable_sort(inputs.begin(), inputs.end(), [](const Input &a, const Input &b) {
     return a.wall_ns != b.wall_ns ? a.wall_ns < b.wall_ns : a.order < b.order;
   });

@@ -3,10 +3,12 @@
 // order through the same correlator `watch` uses.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "why502/correlate.h"
+#include "why502/nginx.h"
 
 namespace why502::pipeline {
 
@@ -15,6 +17,7 @@ struct ReplayInput {
   std::vector<std::string> error_logs;
   std::vector<std::string> access_logs;
   std::string access_format; // log_format string; combined when empty
+  std::optional<int> log_utc_offset_s; // the zone of error.log times, when the operator knows it
 };
 
 struct ReplayResult {
@@ -24,6 +27,8 @@ struct ReplayResult {
   uint64_t long_lines = 0;        // over kMaxReplayLine, in any input: skipped
   uint64_t unparsed_error_lines = 0;
   uint64_t unparsed_access_lines = 0;
+  nginx::LogZone::Source log_zone = nginx::LogZone::Source::this_host; // how error.log times were read
+  std::string log_zone_text;                                           // "UTC+09:00 (from the capture)"
 };
 
 // Lines longer than this are skipped and counted (long_lines), never held in memory.

@@ -64,6 +64,9 @@ struct Watcher::Impl {
   std::map<std::string, AccessTail> access_tails;
   std::vector<std::string> notes; // logs we cannot follow, and why
   nginx::ParseStats error_stats, access_stats;
+  // nginx's zone for error.log times: its access lines say it (a container may have its own TZ);
+  // until one does, this host's.
+  nginx::LogZone log_zone;
 
   std::unique_ptr<base::OutputFile> capture; // --capture (no symlinks, 0600, O_CLOEXEC)
   int64_t last_sample_ns = 0;
@@ -260,7 +263,7 @@ struct Watcher::Impl {
         }
         if (needs_syscall_probes(*l))
           arm_syscall_probes();
-        correlator->add_error_line(*l, l->epoch * 1000000000LL, p.probes_were_armed || !only_syscall_record(*l));
+        correlator->add_error_line(*l, log_zone.to_epoch_ns(*l), p.probes_were_armed || !only_syscall_record(*l));
       }
       pending_errors.pop_front();
     }
@@ -272,6 +275,8 @@ struct Watcher::Impl {
         if (l->pid)
           l->pid = host_pid(*l->pid);
         int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : base::wall_clock_ns();
+        if (l->utc_offset_s)
+          log_zone.learn_from_access_log(when / 1000000000, *l->utc_offset_s);
         correlator->add_access_line(*l, when);
         if (access_cb)
           access_cb(*l, when);

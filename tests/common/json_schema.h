@@ -89,6 +89,8 @@ private:
     }
     if (auto it = s.find("minimum"); it != s.end() && v.is_number() && v.get<double>() < it->get<double>())
       errors.push_back(path + ": " + v.dump() + " below " + it->dump());
+    if (auto it = s.find("maximum"); it != s.end() && v.is_number() && v.get<double>() > it->get<double>())
+      errors.push_back(path + ": " + v.dump() + " above " + it->dump());
     if (v.is_object()) {
       const auto props = s.value("properties", nlohmann::json::object());
       if (auto req = s.find("required"); req != s.end())

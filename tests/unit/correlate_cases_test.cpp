@@ -28,12 +28,14 @@ namespace {
 const fs::path kCases = fs::path(WHY502_FIXTURES) / "correlate";
 const char *const kFiles[] = {"capture.jsonl", "error.log", "access.log", "access_format", "expected.jsonl", "README.md"};
 
-// nginx writes error.log times in its local zone with no offset, and replay reads them back with
-// mktime() in *this* process's zone. The cases were recorded on a UTC host, so they are replayed in
-// UTC: under another TZ every error line moves by hours and most verdicts turn into `unknown` pairs.
-// Set here rather than relied on from another test file's global environment.
-void use_recording_zone() {
-  setenv("TZ", "UTC", 1);
+// nginx writes error.log times in its local zone with no offset. The cases were recorded on a UTC
+// host; replay must learn that zone from the inputs (the access log's $time_local, the capture's host
+// samples) and not take the replaying process's. So each case is replayed under three zones: UTC, and
+// two POSIX TZ strings (no tzdata needed) east and west of it, one with a half-hour offset.
+const char *const kReplayZones[] = {"UTC", "JST-9", "NST3:30"};
+
+void use_zone(const char *tz) {
+  setenv("TZ", tz, 1);
   tzset();
 }
 
@@ -63,8 +65,8 @@ std::vector<std::string> lines_of(const fs::path &p) {
   return out;
 }
 
-std::vector<std::string> verdict_lines(const fs::path &dir) {
-  use_recording_zone();
+std::vector<std::string> verdict_lines(const fs::path &dir, const char *tz = "UTC") {
+  use_zone(tz);
   auto format = lines_of(dir / "access_format");
   auto r = pipeline::replay({(dir / "capture.jsonl").string(),
                              {(dir / "error.log").string()},
@@ -163,8 +165,12 @@ TEST_P(CorrelateCase, AnalyzeWritesTheExpectedVerdictsByteForByte) {
   EXPECT_TRUE(std::any_of(expected.begin(), expected.end(), [](const std::string &l) {
     return json::parse(l, nullptr, false).value("cause", cause::kUnknown) != std::string(cause::kUnknown);
   })) << "every verdict of " << GetParam() << " is unknown";
-  // And the same twice in one process: no state left over, nothing read from the clock or the host.
-  EXPECT_EQ(verdict_lines(dir), got) << "a second replay of " << GetParam() << " differs from the first";
+  // And the same again in one process under other zones: no state left over, nothing read from the
+  // clock or the host's zone.
+  for (const char *tz : kReplayZones)
+    EXPECT_EQ(verdict_lines(dir, tz), got) << "a replay of " << GetParam() << " under TZ=" << tz
+                                           << " differs from the first";
+  use_zone("UTC");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CorrelateCase, ::testing::ValuesIn(case_names()),

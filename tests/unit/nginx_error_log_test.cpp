@@ -51,7 +51,7 @@ TEST_F(ErrorLogFixture, ConnectRefusedAllFields) {
   EXPECT_EQ(l.tm.tm_hour, 17);
   EXPECT_EQ(l.tm.tm_min, 49);
   EXPECT_EQ(l.tm.tm_sec, 53);
-  EXPECT_EQ(l.epoch, 1796060993); // same second as $msec in access_upstream.log line 1
+  EXPECT_EQ(l.local_seconds, 1796060993); // same second as $msec in access_upstream.log line 1 (the host was UTC)
   EXPECT_EQ(l.level, Level::error);
   EXPECT_EQ(l.pid, 12068);
   EXPECT_EQ(l.tid, 12068u);
