@@ -30,6 +30,7 @@ PROXY_PORT=${PROXY_PORT:-19080}
 UPSTREAM_PORT=${UPSTREAM_PORT:-19081}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 KEEP_TMP=${KEEP_TMP:-0}
+LATENCY=${LATENCY:-150}         # failed requests for the verdict-latency phase (0: skip it)
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
@@ -45,6 +46,7 @@ command -v bpftrace >/dev/null || need+=(bpftrace)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v bpftool >/dev/null || need+=(bpftool)
 command -v taskset >/dev/null || need+=(util-linux)
+((LATENCY == 0)) || command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null ||
@@ -56,7 +58,7 @@ if [[ ! -e /sys/kernel/tracing/events ]]; then
   mount -t tracefs tracefs /sys/kernel/tracing || die "cannot mount tracefs at /sys/kernel/tracing"
 fi
 
-for p in "$PROXY_PORT" "$UPSTREAM_PORT"; do
+for p in "$PROXY_PORT" "$UPSTREAM_PORT" $((UPSTREAM_PORT + 1)) $((UPSTREAM_PORT + 2)); do
   ((p >= 19000 && p <= 19999)) || die "ports must be in 19000-19999"
   if ss -Htln "sport = :$p" | grep -q .; then die "port $p is in use"; fi
 done
@@ -134,6 +136,7 @@ http {
   server {
     listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
     location / { return 200 "ok\n"; }
+    location /closed/ { return 444; } # closes without a response: the latency phase's second fault
   }
 }
 EOF
@@ -169,6 +172,9 @@ http {
       proxy_pass http://backend;
       $( ((UPSTREAM_KEEPALIVE > 0)) && echo 'proxy_http_version 1.1; proxy_set_header Connection "";')
     }
+    # The verdict-latency phase's faults (never hit by wrk): nothing listens; the upstream closes.
+    location /refused/ { proxy_pass http://127.0.0.1:$((UPSTREAM_PORT + 2)); }
+    location /closed/ { proxy_pass http://127.0.0.1:$UPSTREAM_PORT; }
   }
 }
 EOF
@@ -382,6 +388,17 @@ if ((PROFILE)); then
   fi
 fi
 
+# ---- verdict latency ------------------------------------------------------------------------
+# From the failed request's response (its access line is written just before) to watch's verdict
+# line, one request at a time, refused and closed-early in turn (issue 11: p99 <= 100 ms).
+if ((LATENCY > 0)); then
+  log "verdict latency: $LATENCY failed requests, one every 50 ms"
+  python3 "$HERE/verdict_latency.py" --why502 "$WHY502" --nginx-pid "$MASTER" --port "$PROXY_PORT" \
+    --paths /refused/,/closed/ --count "$LATENCY" >"$TMP/latency.json" 2>"$TMP/latency.err" ||
+    log "warning: not every failed request got a verdict (see the latency line)"
+  cat "$TMP/latency.json" >&2
+fi
+
 # ---- report ---------------------------------------------------------------------------------
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 col_median() { # config column
@@ -439,6 +456,17 @@ if ((PROFILE)) && [[ -s $TMP/profile.tsv ]]; then
       }
       END { for (c in tot) printf "| %s | **all programs** | | | | | **%.0f** |\n", c, tot[c] }
     ' "$TMP/profile-reqs.tsv" "$TMP/profile.tsv"
+  } >>"$REPORT"
+fi
+
+if [[ -s $TMP/latency.json ]]; then
+  {
+    echo
+    echo "Verdict latency (response received -> verdict line written, $LATENCY failed requests, refused and closed-early in turn):"
+    echo
+    echo '```'
+    cat "$TMP/latency.json"
+    echo '```'
   } >>"$REPORT"
 fi
 

@@ -161,6 +161,11 @@ public:
   // waits for no record, and cannot take a later attempt's.
   void add_error_line(const nginx::ErrorLogLine &line, int64_t wall_ns, bool kernel_record_possible = true);
   void add_access_line(const nginx::AccessLogLine &line, int64_t wall_ns);
+  // Whether an access line of this $status could change anything now: a 5xx always may; any other
+  // only while some logged failure still waits for its request's line (a retry that succeeded
+  // closes it) or a request was decided before its line came. False means add_access_line would
+  // do nothing with it, so a follower may skip parsing it.
+  bool wants_access_line(std::optional<int> status) const;
   void add_host_sample(const HostSample &sample);
 
   // Verdicts whose facts have settled by now_wall_ns, in the order they became final.

@@ -379,6 +379,14 @@ public:
 
   std::optional<AccessLogLine> parse(std::string_view line) const;
   std::optional<AccessLogLine> parse(std::string_view line, ParseStats &stats) const;
+  // The cheap look a follower takes before parse(): does the line match the format, and its $status
+  // (nullopt without one). No allocation per variable, no unescaping; several times cheaper than
+  // parse() on a combined line, and most lines of a healthy proxy need no more than this.
+  struct StatusScan {
+    bool matched = false;
+    std::optional<int> status;
+  };
+  StatusScan scan_status(std::string_view line) const;
   const std::vector<Segment> &segments() const { return segs_; }
   Escape escape() const { return escape_; }
 

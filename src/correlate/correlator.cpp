@@ -45,8 +45,11 @@ constexpr int64_t kRecordLatencyNs = kSecond / 2;
 // An unclaimed kernel record waits this long for its line, then counts as unmatched.
 constexpr int64_t kRecordKeepNs = 5 * kSecond;
 // Facts up to the end of a verdict's evidence window (rules.h) have reached the correlator this long
-// after it ends: kernel records are polled before every step, replay feeds inputs in time order.
-constexpr int64_t kFactsLatencyNs = kSecond / 10;
+// after it ends: the ring buffer wakes the watcher as each record is submitted (adaptive wakeup),
+// records are polled before every step, and the host sample a failure triggers is taken in the
+// step that reads its record; replay feeds inputs in time order. What is left is a record another
+// CPU submitted a moment late: microseconds, bounded generously.
+constexpr int64_t kFactsLatencyNs = kSecond / 50;
 // Orphan access lines (a 502/504 no error line explains) wait this long for the kernel's record.
 constexpr int64_t kOrphanWaitNs = 3 * kSecond;
 // Bounds (a storm is 10k+ failures a second; these hold a few seconds of one).
@@ -873,6 +876,12 @@ void Correlator::add_access_line(const nginx::AccessLogLine &line, int64_t wall_
     return;
   if (line.is_gateway_error())
     m.orphan_access.push_back({line, wall_ns});
+}
+
+bool Correlator::wants_access_line(std::optional<int> status) const {
+  const auto &m = *impl_;
+  // No $status in the format: nothing tells a success from a failure.
+  return !status || *status >= 500 || m.untaken > 0 || !m.decided_unclosed.empty();
 }
 
 void Correlator::add_host_sample(const HostSample &sample) { impl_->facts.add_sample(sample); }

@@ -505,6 +505,27 @@ std::optional<AccessLogLine> AccessLogParser::parse(std::string_view line) const
   return l;
 }
 
+AccessLogParser::StatusScan AccessLogParser::scan_status(std::string_view line) const {
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+    line.remove_suffix(1);
+  size_t nvars = 0, status_var = SIZE_MAX;
+  for (const auto &s : segs_)
+    if (s.is_var) {
+      if (s.text == "status")
+        status_var = nvars;
+      ++nvars;
+    }
+  // The same match as parse(), so a line is "matched" here exactly when parse() would take it; only
+  // the values are left as views into the line ($status is digits: nothing to unescape).
+  Matcher m{segs_, escape_, line, std::vector<std::string_view>(nvars),
+            4096 + 4 * static_cast<std::int64_t>(line.size())};
+  StatusScan r;
+  r.matched = m.match(0, 0, 0);
+  if (r.matched && status_var != SIZE_MAX)
+    r.status = to_uint<int>(m.values[status_var]);
+  return r;
+}
+
 std::optional<AccessLogLine> AccessLogParser::parse(std::string_view line, ParseStats &stats) const {
   auto r = parse(line);
   stats.count(r.has_value());

@@ -471,6 +471,31 @@ TEST(CorrelatorRules, ARetryThatSucceededIsNoVerdict) {
   EXPECT_EQ(c.stats().recovered_requests, 1u);
 }
 
+// The follower skips parsing access lines the correlator says it does not want: a success is wanted
+// only while a logged failure waits for its request's line (the retry that succeeded closes it).
+TEST(CorrelatorRules, WantsASuccessLineOnlyWhileAFailureWaitsForIt) {
+  CorrelatorOptions o;
+  o.access_log_available = true;
+  Correlator c(o);
+  EXPECT_FALSE(c.wants_access_line(200));
+  EXPECT_TRUE(c.wants_access_line(502));
+  EXPECT_TRUE(c.wants_access_line(500));
+  EXPECT_TRUE(c.wants_access_line(std::nullopt)); // a format without $status
+  const int64_t t = kBase * kSec;
+  c.add_kernel(at(t + 10, conn(1234, ConnFailure::RstInSynSent, 8080, t)));
+  c.add_error_line(error_line(kBase, 1234, 5, refused_msg()), kBase * kSec);
+  EXPECT_TRUE(c.wants_access_line(200));
+  nginx::AccessLogLine ok;
+  ok.status = 200;
+  ok.pid = 1234;
+  ok.request = "GET / HTTP/1.1";
+  ok.remote_addr = "127.0.0.1";
+  c.add_access_line(ok, kBase * kSec + 5000000);
+  EXPECT_FALSE(c.wants_access_line(200)); // closed: nothing waits any more
+  c.finish();
+  EXPECT_EQ(c.stats().recovered_requests, 1u);
+}
+
 TEST(CorrelatorRules, NeverMatchesAcrossWorkers) {
   Correlator c;
   const int64_t t = kBase * kSec;

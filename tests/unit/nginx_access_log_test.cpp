@@ -217,3 +217,34 @@ TEST(AccessLogLists, Split) {
 }
 
 } // namespace
+
+// scan_status is the follower's cheap look before parse(): it must take exactly the lines parse()
+// takes, and read the same $status, on real lines of every format and on lines that match none.
+TEST(AccessLogScan, AgreesWithParseOnEveryRealLineAndOnJunk) {
+  const std::pair<const char *, const char *> logs[] = {
+      {"combined", "access_combined.log"}, {"upstream", "access_upstream.log"}, {"json", "access_json.log"}};
+  size_t statuses = 0;
+  for (const auto &[format, file] : logs) {
+    AccessLogParser p = parser_for(format);
+    auto lines = fixture_lines(file);
+    ASSERT_FALSE(lines.empty()) << file;
+    lines.push_back("");
+    lines.push_back("not an access line at all");
+    lines.push_back(lines.front().substr(0, lines.front().size() / 2)); // cut in the middle
+    for (const auto &line : lines) {
+      auto full = p.parse(line);
+      auto scan = p.scan_status(line);
+      EXPECT_EQ(scan.matched, full.has_value()) << format << ": " << line;
+      if (full) {
+        EXPECT_EQ(scan.status, full->status) << format << ": " << line;
+        statuses += scan.status.has_value();
+      }
+    }
+  }
+  EXPECT_GT(statuses, 30u); // the fixtures' lines do carry statuses
+  auto no_status = AccessLogParser::compile("$remote_addr $request_time");
+  ASSERT_TRUE(no_status);
+  auto scan = no_status->scan_status("127.0.0.1 0.001");
+  EXPECT_TRUE(scan.matched);
+  EXPECT_FALSE(scan.status);
+}
