@@ -24,3 +24,6 @@ install_packages "${packages[@]}"
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
+# promtool checks the metrics and the alert rule (scenarios); extracted, not installed (see there).
+bash deploy/fetch-promtool.sh build
+

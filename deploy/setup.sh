@@ -14,6 +14,7 @@ packages=(
   # build: the BPF object (clang, bpftool), libbpf, the C++ libraries
   cmake make g++ pkg-config clang bpftool libbpf-dev libelf-dev zlib1g-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  prometheus-cpp-dev # watch --metrics (with its civetweb HTTP server)
   # the demo's lab runs a private nginx (its own config, in its own network namespace)
   nginx
 )

@@ -103,6 +103,9 @@ int main(int argc, char **argv) {
                     "failure; they slow every syscall on the host) or always")
         ->check(CLI::IsMember({"on-demand", "always"}));
     cmd->add_option("--perfetto", watch.perfetto, "also write a Perfetto trace (ui.perfetto.dev) to FILE");
+    cmd->add_option("--metrics", watch.metrics,
+                    "serve Prometheus metrics at ADDR/metrics (default 127.0.0.1:9502 when ADDR is left out)")
+        ->expected(0, 1);
   };
   add_watch_options(watch_cmd);
   add_watch_options(&app); // `why502` alone is `why502 watch`

@@ -43,6 +43,7 @@ struct WatchCommandOptions {
   std::string perfetto; // also write a Perfetto trace here
   std::string syscall_probes = "on-demand"; // or "always"
   std::string group;                        // --group: output files 0640 and of this group
+  std::optional<std::string> metrics;       // --metrics [ADDR]: serve Prometheus metrics ("" = default)
 };
 int run_watch(const WatchCommandOptions &opts);
 

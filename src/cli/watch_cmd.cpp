@@ -9,6 +9,7 @@
 #include "cli/output.h"
 #include "pipeline/watcher.h"
 #include "why502/error.h"
+#include "sinks/metrics.h"
 #include "sinks/perfetto_export.h"
 #include "sinks/report.h"
 
@@ -39,6 +40,31 @@ int run_watch(const WatchCommandOptions &opts) {
     trace = std::make_unique<sinks::PerfettoExporter>(opts.perfetto, eopts);
     trace->connect(watcher);
   }
+  std::unique_ptr<sinks::Metrics> metrics; // --metrics: bound before privileges drop
+  if (opts.metrics) {
+    sinks::MetricsOptions mopts;
+    mopts.ephemeral_ports = sinks::Metrics::host_ephemeral_ports();
+    metrics = std::make_unique<sinks::Metrics>(mopts);
+    metrics->serve(opts.metrics->empty() ? sinks::kDefaultMetricsAddress : *opts.metrics);
+    watcher.on_kernel([m = metrics.get()](const KernelEvent &ev) { m->kernel_record(ev); });
+    watcher.on_sample([m = metrics.get()](const HostSample &s) { m->host_sample(s); });
+    watcher.on_failed_request([m = metrics.get()](int status) { m->failed_request(status); });
+  }
+  // The cumulative counters, mirrored once a step: losses are live, not only in the exit line.
+  auto update_totals = [&] {
+    if (!metrics)
+      return;
+    sinks::MetricsTotals t;
+    t.losses = watcher.losses();
+    const auto lines = watcher.log_line_counts();
+    t.error_lines_parsed = lines.error_parsed;
+    t.error_lines_unparsed = lines.error_unparsed;
+    t.access_lines_parsed = lines.access_parsed;
+    t.access_lines_unparsed = lines.access_unparsed;
+    t.log_lines_dropped = watcher.log_line_losses().dropped;
+    t.error_lines_unconfigured = watcher.log_line_losses().unconfigured_upstream;
+    metrics->totals(t);
+  };
   drop_after_attach(group.has_value()); // attached, outputs open: keep only what reloads and probe arming need
   install_stop_handlers();
   if (opts.json) {
@@ -55,6 +81,8 @@ int run_watch(const WatchCommandOptions &opts) {
     for (const auto &v : verdicts) {
       if (trace)
         trace->verdict(v);
+      if (metrics)
+        metrics->verdict(v);
       out.line(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
     }
     // Storm notes: when verdicts switch to one aggregated line per cause, upstream and second, and back.
@@ -79,8 +107,10 @@ int run_watch(const WatchCommandOptions &opts) {
     if (opts.duration_s && std::chrono::duration<double>(clock::now() - start).count() >= *opts.duration_s)
       break;
     emit(watcher.step(100));
+    update_totals();
   }
   emit(watcher.finish());
+  update_totals();
   if (trace)
     trace->close();
   auto losses = watcher.losses();

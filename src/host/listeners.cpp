@@ -2,6 +2,7 @@
 
 #include "base/proc.h"
 
+#include <memory>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -53,16 +54,20 @@ bool netlink_dump(int fd, Req &req, uint32_t *seq, std::string *error, F &&on_ms
     *error = errno_text("sock_diag send", errno);
     return false;
   }
-  alignas(nlmsghdr) static thread_local char buf[64 * 1024];
+  // On the heap, not thread_local: two instantiations of 64 KiB of static TLS made every thread
+  // of the process need a larger stack, and civetweb's (watch --metrics) could not start.
+  constexpr size_t kBufSize = 64 * 1024;
+  auto storage = std::make_unique<char[]>(kBufSize); // new[] is aligned for nlmsghdr
+  char *buf = storage.get();
   for (;;) {
-    ssize_t n = recv(fd, buf, sizeof(buf), MSG_TRUNC);
+    ssize_t n = recv(fd, buf, kBufSize, MSG_TRUNC);
     if (n < 0) {
       if (errno == EINTR)
         continue;
       *error = errno_text("sock_diag recv", errno);
       return false;
     }
-    if (size_t(n) > sizeof(buf)) {
+    if (size_t(n) > kBufSize) {
       *error = "sock_diag reply truncated";
       return false;
     }

@@ -75,9 +75,11 @@ struct Watcher::Impl {
   int64_t last_drain_ns = 0;
   int64_t last_syscall_need_ns = 0;
   int64_t last_rescan_ns = 0;
-  std::function<void(const KernelEvent &)> kernel_cb;
-  std::function<void(const HostSample &)> sample_cb;
-  std::function<void(const nginx::AccessLogLine &, int64_t)> access_cb;
+  // Subscribers (Perfetto, metrics): each list is called in order.
+  std::vector<std::function<void(const KernelEvent &)>> kernel_cbs;
+  std::vector<std::function<void(const HostSample &)>> sample_cbs;
+  std::vector<std::function<void(const nginx::AccessLogLine &, int64_t)>> access_cbs;
+  std::vector<std::function<void(int)>> failed_request_cbs;
 
   void write_capture(const json &j) {
     if (!capture)
@@ -182,15 +184,15 @@ struct Watcher::Impl {
     last_sample_ns = now;
     correlator->add_host_sample(s);
     write_capture(to_json(s));
-    if (sample_cb)
-      sample_cb(s);
+    for (auto &cb : sample_cbs)
+      cb(s);
   }
 
   void on_kernel(const KernelEvent &ev) {
     correlator->add_kernel(ev);
     write_capture(to_json(ev));
-    if (kernel_cb)
-      kernel_cb(ev);
+    for (auto &cb : kernel_cbs)
+      cb(ev);
     // Queue depths matter at the moment of failure: sample now (at most every 100 ms).
     if (is_failure(ev) && ev.wall_ns - last_sample_ns > 100000000)
       sample(base::wall_clock_ns());
@@ -286,8 +288,11 @@ struct Watcher::Impl {
         if (l->utc_offset_s)
           log_zone.learn_from_access_log(when / 1000000000, *l->utc_offset_s);
         correlator->add_access_line(*l, when);
-        if (access_cb)
-          access_cb(*l, when);
+        for (auto &cb : access_cbs)
+          cb(*l, when);
+        if (l->status && *l->status >= 500) // always parsed in full (wants_access_line)
+          for (auto &cb : failed_request_cbs)
+            cb(*l->status);
       }
       pending_access.pop_front();
     }
@@ -300,7 +305,7 @@ struct Watcher::Impl {
   int64_t last_full_access_parse_ns = 0;
   uint64_t access_lines_skipped = 0;
   bool skip_access_line(const nginx::AccessLogParser &parser, const std::string &text, int64_t now_ns) {
-    if (access_cb || now_ns - last_full_access_parse_ns >= 1000000000)
+    if (!access_cbs.empty() || now_ns - last_full_access_parse_ns >= 1000000000)
       return false;
     auto scan = parser.scan_status(text);
     if (!scan.matched || correlator->wants_access_line(scan.status))
@@ -475,10 +480,15 @@ Watcher::LogLineLosses Watcher::log_line_losses() const {
 
 std::vector<json> Watcher::take_notes() { return impl_->correlator->take_notes(); }
 
-void Watcher::on_kernel(std::function<void(const KernelEvent &)> cb) { impl_->kernel_cb = std::move(cb); }
-void Watcher::on_sample(std::function<void(const HostSample &)> cb) { impl_->sample_cb = std::move(cb); }
+void Watcher::on_kernel(std::function<void(const KernelEvent &)> cb) { impl_->kernel_cbs.push_back(std::move(cb)); }
+void Watcher::on_sample(std::function<void(const HostSample &)> cb) { impl_->sample_cbs.push_back(std::move(cb)); }
+void Watcher::on_failed_request(std::function<void(int)> cb) { impl_->failed_request_cbs.push_back(std::move(cb)); }
+Watcher::LogLineCounts Watcher::log_line_counts() const {
+  const auto &m = *impl_;
+  return {m.error_stats.parsed, m.error_stats.unparsed, m.access_stats.parsed, m.access_stats.unparsed};
+}
 void Watcher::on_access_line(std::function<void(const nginx::AccessLogLine &, int64_t)> cb) {
-  impl_->access_cb = std::move(cb);
+  impl_->access_cbs.push_back(std::move(cb));
 }
 
 const CorrelatorStats &Watcher::stats() const { return impl_->correlator->stats(); }

@@ -46,10 +46,17 @@ public:
   // Notes for the output stream ({"type":"storm",...}) made since the last call.
   std::vector<nlohmann::json> take_notes();
 
-  // Called with every kernel record and host sample as it arrives (Perfetto export).
+  // Called with every kernel record and host sample as it arrives (Perfetto export, metrics); each
+  // call adds a subscriber. An access-line subscriber makes every access line parsed in full; the
+  // failed-request one gets the status of each 5xx line only (those are always parsed).
   void on_kernel(std::function<void(const KernelEvent &)> cb);
   void on_sample(std::function<void(const HostSample &)> cb);
   void on_access_line(std::function<void(const nginx::AccessLogLine &, int64_t)> cb);
+  void on_failed_request(std::function<void(int status)> cb);
+  struct LogLineCounts {
+    uint64_t error_parsed = 0, error_unparsed = 0, access_parsed = 0, access_unparsed = 0;
+  };
+  LogLineCounts log_line_counts() const;
 
   const CorrelatorStats &stats() const;
   // Log lines let go: over the pending cap, and still unread when the run ended (finish is bounded).
