@@ -8,23 +8,16 @@
 #include <fstream>
 #include <sstream>
 
+#include "prometheus_text.h"
 #include "scenario.h"
 
 using namespace why502::scenario;
 
 namespace {
 
-class MetricsScenario : public ScenarioTest {};
+using why502::test::series_value;
 
-// The value of the series whose name and labels are exactly `series` (as prometheus-cpp writes
-// them: labels sorted by name), or nullopt.
-std::optional<double> series_value(const std::string &text, const std::string &series) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ')
-      return std::stod(line.substr(series.size() + 1));
-  return std::nullopt;
-}
+class MetricsScenario : public ScenarioTest {};
 
 // Runs promtool with `args`, the text on its stdin; its exit status and output.
 std::pair<int, std::string> promtool(const std::string &args, const std::string &stdin_text, const std::string &dir) {

@@ -7,19 +7,15 @@
 
 #include <gtest/gtest.h>
 
+#include "prometheus_text.h"
+
 using namespace why502;
 using sinks::Metrics;
 using sinks::MetricsOptions;
 
 namespace {
 
-std::optional<double> series_value(const std::string &text, const std::string &series) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ')
-      return std::stod(line.substr(series.size() + 1));
-  return std::nullopt;
-}
+using why502::test::series_value;
 
 Verdict verdict(const std::string &cause, const std::string &upstream, uint64_t count = 1) {
   Verdict v;
