@@ -106,6 +106,12 @@ int main(int argc, char **argv) {
     cmd->add_option("--metrics", watch.metrics,
                     "serve Prometheus metrics at ADDR/metrics (default 127.0.0.1:9502 when ADDR is left out)")
         ->expected(0, 1);
+    cmd->add_option("--rotate-size", watch.rotate_size,
+                    "with -o: past SIZE bytes (K, M, G suffixes) rename FILE to FILE.1 and start a new one")
+        ->transform(CLI::AsSizeValue(false))
+        ->check(CLI::Range(uint64_t(4096), uint64_t(1) << 50, "at least 4096 bytes"));
+    cmd->add_option("--rotate-keep", watch.rotate_keep, "with --rotate-size: rotated files kept (FILE.1 .. FILE.N)")
+        ->check(CLI::Range(1u, 1000u));
   };
   add_watch_options(watch_cmd);
   add_watch_options(&app); // `why502` alone is `why502 watch`

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -178,8 +179,15 @@ gid_t group_id(const std::string &name) {
   return found->gr_gid;
 }
 
+namespace {
+uint64_t size_of(int fd) {
+  struct stat st {};
+  return fstat(fd, &st) == 0 ? uint64_t(st.st_size) : 0;
+}
+} // namespace
+
 OutputFile::OutputFile(std::string path, OutputFileOptions opts)
-    : path_(std::move(path)), opts_(opts), fd_(open_output_file(path_, opts_)) {}
+    : path_(std::move(path)), opts_(opts), fd_(open_output_file(path_, opts_)), size_(size_of(fd_.get())) {}
 
 void OutputFile::write_line(std::string_view text) {
   std::string buf;
@@ -188,6 +196,9 @@ void OutputFile::write_line(std::string_view text) {
   buf.push_back('\n');
   if (int e = write_all(fd_.get(), buf))
     throw Error("cannot write to " + path_ + ": " + std::strerror(e));
+  size_ += buf.size();
+  if (opts_.rotate_size && size_ >= opts_.rotate_size)
+    rotate();
 }
 
 void OutputFile::reopen() {
@@ -195,6 +206,37 @@ void OutputFile::reopen() {
   OutputFileOptions o = opts_;
   o.truncate = false;
   fd_ = open_output_file(path_, o);
+  size_ = size_of(fd_.get());
+}
+
+// After a whole line, never inside one. The directory was checked when the file was opened (root's
+// or ours, not writable by others), so renaming in it by path is safe; the new file is opened
+// through open_output_file again. A failed step leaves the current file in use: lines keep going
+// to it, and the failure is counted.
+void OutputFile::rotate() {
+  // A failed rotation is tried again only after another rotate_size bytes, not at every line.
+  size_ = 0;
+  const unsigned keep = std::max(1u, opts_.rotate_keep);
+  auto numbered = [&](unsigned i) { return path_ + "." + std::to_string(i); };
+  if (::unlink(numbered(keep).c_str()) != 0 && errno != ENOENT) {
+    ++rotation_failures_;
+    return;
+  }
+  for (unsigned i = keep - 1; i >= 1; --i)
+    if (::rename(numbered(i).c_str(), numbered(i + 1).c_str()) != 0 && errno != ENOENT) {
+      ++rotation_failures_;
+      return;
+    }
+  if (::rename(path_.c_str(), numbered(1).c_str()) != 0) {
+    ++rotation_failures_;
+    return;
+  }
+  try {
+    reopen();
+    ++rotations_;
+  } catch (const Error &) {
+    ++rotation_failures_; // the renamed file stays open: nothing is lost
+  }
 }
 
 } // namespace why502::base

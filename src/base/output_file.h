@@ -16,6 +16,7 @@
 //     `touch FILE` / logrotate `create 0644` setups while tightening keeps the promise).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -58,6 +59,10 @@ struct OutputFileOptions {
   bool truncate = false;
   // Mode 0640 and this group instead of 0600 (`--group NAME`: a log shipper's group may read it).
   std::optional<gid_t> group;
+  // OutputFile only: past this many bytes the file is renamed PATH.1 (PATH.1 to PATH.2, ..., the
+  // oldest of rotate_keep removed) and a new PATH is started. 0: never (logrotate + SIGHUP).
+  uint64_t rotate_size = 0;
+  unsigned rotate_keep = 5;
 };
 
 // Opens `path` for writing as described above. Throws why502::Error with one line
@@ -77,13 +82,19 @@ public:
   // Opens the path again and switches to it (the old file, e.g. renamed by logrotate, is closed).
   // On failure the old file stays in use and the error is thrown.
   void reopen();
+  // Rotations done (rotate_size), and the ones that failed (the file then grows on: nothing lost).
+  uint64_t rotations() const { return rotations_; }
+  uint64_t rotation_failures() const { return rotation_failures_; }
   const std::string &path() const { return path_; }
   int fd() const { return fd_.get(); }
 
 private:
+  void rotate();
   std::string path_;
   OutputFileOptions opts_;
   UniqueFd fd_;
+  uint64_t size_ = 0; // bytes in the current file (its size at open, plus what we wrote)
+  uint64_t rotations_ = 0, rotation_failures_ = 0;
 };
 
 // Writes all of `data` to fd, retrying short writes and EINTR. Returns 0 or an errno.

@@ -44,6 +44,8 @@ struct WatchCommandOptions {
   std::string syscall_probes = "on-demand"; // or "always"
   std::string group;                        // --group: output files 0640 and of this group
   std::optional<std::string> metrics;       // --metrics [ADDR]: serve Prometheus metrics ("" = default)
+  uint64_t rotate_size = 0;                 // --rotate-size BYTES for -o (0: no rotation)
+  unsigned rotate_keep = 5;                 // --rotate-keep N
 };
 int run_watch(const WatchCommandOptions &opts);
 

@@ -16,6 +16,13 @@ Output::Output(const std::string &path, std::optional<gid_t> group) : name_("std
   name_ = path;
 }
 
+Output::Output(const std::string &path, const base::OutputFileOptions &opts) : name_("stdout") {
+  if (path.empty() || path == "-")
+    return;
+  file_ = std::make_unique<base::OutputFile>(path, opts);
+  name_ = path;
+}
+
 void Output::line(std::string_view text) {
   if (file_)
     return file_->write_line(text);

@@ -23,7 +23,13 @@ int run_watch(const WatchCommandOptions &opts) {
   std::optional<gid_t> group;
   if (!opts.group.empty())
     group = base::group_id(opts.group);
-  Output out(opts.output, group);
+  if (opts.rotate_size && (opts.output.empty() || opts.output == "-"))
+    throw Error("--rotate-size needs -o FILE (stdout cannot be rotated)");
+  base::OutputFileOptions out_opts;
+  out_opts.group = group;
+  out_opts.rotate_size = opts.rotate_size;
+  out_opts.rotate_keep = opts.rotate_keep;
+  Output out(opts.output, out_opts);
   WatchOptions wopts;
   wopts.output_group = group;
   wopts.nginx_pid = opts.nginx_pid;
@@ -77,17 +83,37 @@ int run_watch(const WatchCommandOptions &opts) {
     fprintf(stderr, "%s", base::escape_terminal_lines(watcher.describe()).c_str());
   }
 
+  // A line that cannot be written (a full disk, a closed pipe) is counted and said on stderr (once
+  // a minute), and watch goes on: the next line may fit, and the metrics and the exit line still
+  // count what was lost. Only the start line, written before anything else, may fail the run.
+  uint64_t output_lines_lost = 0;
+  std::chrono::steady_clock::time_point last_loss_note{};
+  auto write_out = [&](const std::string &text) {
+    try {
+      out.line(text);
+    } catch (const Error &e) {
+      ++output_lines_lost;
+      if (metrics)
+        metrics->output_line_lost();
+      const auto now = std::chrono::steady_clock::now();
+      if (output_lines_lost == 1 || now - last_loss_note >= std::chrono::seconds(60)) {
+        last_loss_note = now;
+        fprintf(stderr, "why502: %s; %llu output line(s) lost so far\n", e.what(),
+                static_cast<unsigned long long>(output_lines_lost));
+      }
+    }
+  };
   auto emit = [&](const std::vector<Verdict> &verdicts) {
     for (const auto &v : verdicts) {
       if (trace)
         trace->verdict(v);
       if (metrics)
         metrics->verdict(v);
-      out.line(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
+      write_out(opts.json ? base::json_line(to_json(v)) : sinks::text_report(v));
     }
     // Storm notes: when verdicts switch to one aggregated line per cause, upstream and second, and back.
     for (const auto &n : watcher.take_notes())
-      out.line(opts.json ? base::json_line(n)
+      write_out(opts.json ? base::json_line(n)
                          : "why502: " + n.value("time", std::string()) + " " +
                                base::escape_terminal(n.value("summary", std::string())));
   };
@@ -115,7 +141,7 @@ int run_watch(const WatchCommandOptions &opts) {
     trace->close();
   auto losses = watcher.losses();
   if (opts.json) {
-    out.line(base::json_line(sinks::summary_json(watcher.stats())));
+    write_out(base::json_line(sinks::summary_json(watcher.stats())));
     auto stats = stats_json(losses, watcher.stats().kernel_failures);
     // The correlator's bounded state: whatever it let go early is counted here.
     const auto &cs = watcher.stats();
@@ -130,10 +156,16 @@ int run_watch(const WatchCommandOptions &opts) {
     stats["log_lines_dropped"] = watcher.log_line_losses().dropped;
     stats["log_lines_unread_at_exit"] = watcher.log_line_losses().unread_at_exit;
     stats["log_lines_unconfigured_upstream"] = watcher.log_line_losses().unconfigured_upstream;
-    out.line(base::json_line(stats));
+    stats["output_lines_lost"] = output_lines_lost;
+    stats["output_rotations"] = out.file() ? out.file()->rotations() : 0;
+    stats["output_rotation_failures"] = out.file() ? out.file()->rotation_failures() : 0;
+    write_out(base::json_line(stats));
   } else {
-    out.line(sinks::summary_table(watcher.stats()));
+    write_out(sinks::summary_table(watcher.stats()));
   }
+  if (output_lines_lost)
+    fprintf(stderr, "why502: %llu output line(s) could not be written\n",
+            static_cast<unsigned long long>(output_lines_lost));
   if (losses.total())
     fprintf(stderr, "why502: %llu kernel records lost (ring buffer full: %llu)\n",
             static_cast<unsigned long long>(losses.total()), static_cast<unsigned long long>(losses.ringbuf_full));

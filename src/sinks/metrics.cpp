@@ -128,6 +128,10 @@ struct Metrics::Impl {
                                 .Name("why502_metric_label_values_folded_total")
                                 .Help("Label values folded into \"other\" by the per-label bound, by metric")
                                 .Register(*registry);
+  Family<Counter> &output_lost = prometheus::BuildCounter()
+                                     .Name("why502_output_lines_lost_total")
+                                     .Help("Lines watch could not write to its output (full disk, closed pipe)")
+                                     .Register(*registry);
   Family<Gauge> &build_info = prometheus::BuildGauge()
                                   .Name("why502_build_info")
                                   .Help("Always 1; the version of the why502 serving these metrics")
@@ -147,6 +151,7 @@ struct Metrics::Impl {
       : opts(o), upstreams(o.max_label_values), listeners(o.max_label_values), comms(o.max_label_values) {
     build_info.Add({{"version", WHY502_VERSION}}).Set(1);
     unknown.Add({});
+    output_lost.Add({});
   }
 
   std::string bounded(BoundedLabel &label, const std::string &value, const char *metric) {
@@ -237,6 +242,8 @@ void Metrics::kernel_record(const KernelEvent &ev) {
         .Increment();
   }
 }
+
+void Metrics::output_line_lost() { impl_->output_lost.Add({}).Increment(); }
 
 void Metrics::failed_request(int status) {
   impl_->failed_requests.Add({{"status", std::to_string(status)}}).Increment();

@@ -67,6 +67,7 @@ public:
   void failed_request(int status); // an access line with a 5xx status
   void host_sample(const HostSample &s);
   void totals(const MetricsTotals &t);
+  void output_line_lost(); // a verdict line -o (or stdout) could not take
 
   // The exposition text a scrape would get (tests; and `watch` never needs it).
   std::string text() const;

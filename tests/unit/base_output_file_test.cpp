@@ -10,7 +10,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -229,3 +231,59 @@ TEST_F(OutputFileTest, GroupNamesAndNumbers) {
 }
 
 } // namespace
+
+// --rotate-size: whole lines only, the newest in PATH, then PATH.1 .. PATH.keep, nothing older, and
+// every line of the last keep+1 files present once, in order.
+TEST_F(OutputFileTest, RotationKeepsWholeLinesInOrderAndDropsOnlyTheOldestFiles) {
+  OutputFileOptions o;
+  o.rotate_size = 100;
+  o.rotate_keep = 2;
+  const std::string p = path("verdicts.jsonl");
+  OutputFile f(p, o);
+  uint64_t expected_rotations = 0, in_file = 0;
+  for (int i = 0; i < 40; ++i) {
+    const std::string line = "line " + std::to_string(i) + " xxxxxxxxxxxxxxxx"; // 24-25 bytes + '\n'
+    f.write_line(line);
+    in_file += line.size() + 1;
+    if (in_file >= o.rotate_size) { // the file rotates after the line that reaches the size
+      ++expected_rotations;
+      in_file = 0;
+    }
+  }
+  EXPECT_EQ(f.rotations(), expected_rotations);
+  EXPECT_GE(expected_rotations, 8u);
+  EXPECT_EQ(f.rotation_failures(), 0u);
+  EXPECT_FALSE(fs::exists(p + ".3"));
+  std::string all = read(p + ".2") + read(p + ".1") + read(p);
+  std::vector<int> seen;
+  std::istringstream in(all);
+  for (std::string l; std::getline(in, l);) {
+    ASSERT_EQ(l.rfind("line ", 0), 0u) << "a torn line: " << l;
+    seen.push_back(std::stoi(l.substr(5)));
+  }
+  ASSERT_FALSE(seen.empty());
+  for (size_t i = 1; i < seen.size(); ++i)
+    EXPECT_EQ(seen[i], seen[i - 1] + 1);
+  EXPECT_EQ(seen.back(), 39);
+  EXPECT_EQ(mode_of(p), 0600u);
+  EXPECT_EQ(mode_of(p + ".1"), 0600u);
+}
+
+TEST_F(OutputFileTest, AFailedRotationIsCountedAndLosesNothing) {
+  OutputFileOptions o;
+  o.rotate_size = 100;
+  o.rotate_keep = 1;
+  const std::string p = path("verdicts.jsonl");
+  fs::create_directories(p + ".1/occupied"); // PATH.1 cannot be removed: every rotation fails
+  OutputFile f(p, o);
+  for (int i = 0; i < 20; ++i)
+    f.write_line("line " + std::to_string(i) + " xxxxxxxxxxxxxxxx");
+  EXPECT_EQ(f.rotations(), 0u);
+  EXPECT_GE(f.rotation_failures(), 1u);
+  EXPECT_LE(f.rotation_failures(), 5u) << "retried at every line instead of every rotate_size bytes";
+  std::istringstream in(read(p));
+  int n = 0;
+  for (std::string l; std::getline(in, l);)
+    ++n;
+  EXPECT_EQ(n, 20);
+}
