@@ -67,6 +67,7 @@ int main(int argc, char **argv) {
   app.failure_message([](const CLI::App *, const CLI::Error &e) {
     return std::string("why502: ") + e.what() + " (see --help)\n";
   });
+  app.set_version_flag("--version", std::string("why502 ") + WHY502_VERSION);
   const auto kSeconds = seconds_in(kMaxDurationS);
   const auto kPid = integer_in(1, kPidMax, "a process id");
   app.require_subcommand(0, 1);
