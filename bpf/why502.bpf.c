@@ -95,19 +95,108 @@ struct conn_info {
 	__u32 reset_state;
 };
 
-/* Socket-local storage, not a hash keyed by the pointer: for the sockets we do
- * not follow (most state changes on a busy host), a lookup is one load of
- * sk->sk_bpf_storage that is already NULL. */
+/* The connection table: a fixed array of buckets of eight socket addresses, and a parallel array
+ * of conn_info, one per slot. Not socket-local storage: creating and deleting a storage element per
+ * upstream connection (an allocation, two locks, an RCU free) was most of the program's cost, ~1.8 µs
+ * per proxied request against ~1.1 µs for this table (bench, bpf_stats, keepalive off). Array lookups
+ * are inlined by the verifier; a socket we do not follow costs one cache line of eight compares.
+ * A slot is claimed with a compare-and-swap (two workers may connect at once on two CPUs) and freed
+ * at the socket's CLOSE, which every TCP socket passes through before it is freed. A full bucket is
+ * a counted loss (WHY502_LOSS_CONN_MAP), never an overwrite. */
+#define CONN_SLOTS_PER_BUCKET 8
+#define CONN_BUCKETS 4096 /* 32768 connections of watched processes in flight */
+
+struct conn_bucket {
+	__u64 sk[CONN_SLOTS_PER_BUCKET]; /* socket address, 0 when free */
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CONN_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct conn_bucket);
+} conn_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CONN_BUCKETS * CONN_SLOTS_PER_BUCKET);
+	__type(key, __u32);
 	__type(value, struct conn_info);
 } conns SEC(".maps");
 
-static __always_inline struct conn_info *conn_of(const struct sock *sk)
+/* The socket's address as a number: the verifier forbids arithmetic on the trusted tp_btf
+ * pointer, so it is read back from the program's context (argument 0 of every hook using it). */
+static __always_inline __u64 sock_key(const void *ctx_arg0)
 {
-	return bpf_sk_storage_get(&conns, (struct sock *)sk, NULL, 0);
+	__u64 key = 0;
+
+	bpf_probe_read_kernel(&key, sizeof(key), ctx_arg0);
+	return key;
+}
+
+static __always_inline __u32 conn_bucket_of(__u64 key)
+{
+	/* Fibonacci hashing: slab addresses share their low bits. */
+	return (__u32)((key * 0x9E3779B97F4A7C15ULL) >> 32) & (CONN_BUCKETS - 1);
+}
+
+/* The followed connection of this socket, or NULL; *slot_out names its slot for conn_release. */
+static __always_inline struct conn_info *conn_find(__u64 key, __u32 *slot_out)
+{
+	__u32 bucket = conn_bucket_of(key);
+	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+	__u32 slot;
+
+	if (!b || !key)
+		return NULL;
+#pragma unroll
+	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
+		if (b->sk[i] == key) {
+			slot = bucket * CONN_SLOTS_PER_BUCKET + i;
+			*slot_out = slot;
+			return bpf_map_lookup_elem(&conns, &slot);
+		}
+	}
+	return NULL;
+}
+
+/* Claim a slot for a socket entering SYN_SENT; an entry for the same address (a socket whose
+ * CLOSE we never saw, its memory reused) is taken over rather than duplicated. */
+static __always_inline struct conn_info *conn_claim(__u64 key)
+{
+	__u32 bucket = conn_bucket_of(key), slot;
+	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+	int got = -1;
+
+	if (!b || !key)
+		return NULL;
+	if (conn_find(key, &slot))
+		return bpf_map_lookup_elem(&conns, &slot);
+#pragma unroll
+	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
+		if (got < 0 && b->sk[i] == 0 && __sync_val_compare_and_swap(&b->sk[i], 0, key) == 0)
+			got = i;
+	}
+	if (got < 0)
+		return NULL;
+	slot = bucket * CONN_SLOTS_PER_BUCKET + (got & (CONN_SLOTS_PER_BUCKET - 1));
+	return bpf_map_lookup_elem(&conns, &slot);
+}
+
+static __always_inline void conn_release(__u32 slot)
+{
+	__u32 bucket = slot / CONN_SLOTS_PER_BUCKET;
+	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+
+	if (b)
+		b->sk[slot & (CONN_SLOTS_PER_BUCKET - 1)] = 0;
+}
+
+static __always_inline struct conn_info *conn_of(const void *ctx_arg0)
+{
+	__u32 slot;
+
+	return conn_find(sock_key(ctx_arg0), &slot);
 }
 
 /* Every loss, per site and CPU (enum why502_loss_site). */
@@ -350,6 +439,7 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct conn_info *ci;
+	__u32 slot;
 
 	/* Listen transitions are rare: one compare each for everything else. */
 	if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN) {
@@ -368,7 +458,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 			return 0;
 		if (sk->sk_protocol != IPPROTO_TCP)
 			return 0;
-		ci = bpf_sk_storage_get(&conns, (struct sock *)sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+		ci = conn_claim(sock_key(&ctx[0]));
 		if (!ci) {
 			count_loss(WHY502_LOSS_CONN_MAP);
 			return 0;
@@ -381,7 +471,10 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 		return 0;
 	}
 
-	ci = conn_of(sk);
+	/* Only these transitions matter to a followed connection: the others skip the table. */
+	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE)
+		return 0;
+	ci = conn_find(sock_key(&ctx[0]), &slot);
 	if (!ci)
 		return 0;
 	switch (newstate) {
@@ -396,7 +489,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 		break;
 	case TCP_CLOSE:
 		conn_closed(sk, ci, oldstate);
-		bpf_sk_storage_delete(&conns, (struct sock *)sk);
+		conn_release(slot);
 		break;
 	}
 	return 0;
@@ -405,7 +498,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	struct conn_info *ci = conn_of(sk);
+	struct conn_info *ci = conn_of(&ctx[0]);
 
 	if (!ci)
 		return 0;
@@ -417,7 +510,7 @@ int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 SEC("tp_btf/inet_sk_error_report")
 int BPF_PROG(on_inet_sk_error_report, const struct sock *sk)
 {
-	struct conn_info *ci = conn_of(sk);
+	struct conn_info *ci = conn_of(&ctx[0]);
 
 	if (!ci)
 		return 0;
@@ -430,7 +523,7 @@ int BPF_PROG(on_inet_sk_error_report, const struct sock *sk)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
-	struct conn_info *ci = conn_of(sk);
+	struct conn_info *ci = conn_of(&ctx[0]);
 
 	if (!ci)
 		return 0;

@@ -11,13 +11,14 @@ else()
   message(FATAL_ERROR "why502: no vmlinux.h for ${CMAKE_SYSTEM_PROCESSOR}")
 endif()
 
+# -mcpu=v3: the connection table claims slots with BPF_CMPXCHG (kernel 5.12+, clang >= 12).
 function(bpf_object name src)
   set(obj ${CMAKE_CURRENT_BINARY_DIR}/bpf/${name}.bpf.o)
   set(skel ${CMAKE_CURRENT_BINARY_DIR}/bpf/${name}.skel.h)
   add_custom_command(
     OUTPUT ${obj}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/bpf
-    COMMAND ${BPF_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_${BPF_ARCH}
+    COMMAND ${BPF_CLANG} -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_${BPF_ARCH}
             -Wall -Werror
             -I${PROJECT_SOURCE_DIR}/vmlinux/${BPF_ARCH} -I${PROJECT_SOURCE_DIR}/include
             -c ${src} -o ${obj}
