@@ -360,6 +360,15 @@ struct AccessLogLine {
   std::optional<double> request_time;
   std::vector<UpstreamAttempt> upstream; // zipped $upstream_addr/_status/_connect_time/_header_time/_response_time
 
+  // When nginx wrote the line: $msec to the millisecond, else the $time_* second; nullopt without either.
+  std::optional<std::int64_t> epoch_ns() const {
+    if (time_ms)
+      return *time_ms * 1000000;
+    if (time)
+      return static_cast<std::int64_t>(*time * 1e9);
+    return std::nullopt;
+  }
+
   bool is_502() const { return status == 502; }
   bool is_504() const { return status == 504; }
   bool is_gateway_error() const { return status == 502 || status == 504; }
@@ -394,6 +403,9 @@ private:
   AccessLogParser() = default;
   std::vector<Segment> segs_;
   Escape escape_ = Escape::default_;
+  // Known once the format is compiled, not looked up again for every line.
+  std::size_t n_vars_ = 0;
+  std::size_t status_var_ = SIZE_MAX; // index of $status among the variables; SIZE_MAX without one
 };
 
 inline constexpr std::string_view kCombinedFormat =

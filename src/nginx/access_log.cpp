@@ -467,6 +467,12 @@ Result<AccessLogParser> AccessLogParser::compile(std::string_view format, Escape
   push_lit();
   if (p.segs_.empty())
     return Result<AccessLogParser>::failure("empty log_format");
+  for (const auto &seg : p.segs_)
+    if (seg.is_var) {
+      if (seg.text == "status" && p.status_var_ == SIZE_MAX)
+        p.status_var_ = p.n_vars_;
+      ++p.n_vars_;
+    }
   return p;
 }
 
@@ -480,10 +486,7 @@ AccessLogParser AccessLogParser::for_format(const LogFormat &f) {
 std::optional<AccessLogLine> AccessLogParser::parse(std::string_view line) const {
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
     line.remove_suffix(1);
-  size_t nvars = 0;
-  for (const auto &s : segs_)
-    nvars += s.is_var;
-  Matcher m{segs_, escape_, line, std::vector<std::string_view>(nvars),
+  Matcher m{segs_, escape_, line, std::vector<std::string_view>(n_vars_),
             4096 + 4 * static_cast<std::int64_t>(line.size())};
   if (!m.match(0, 0, 0))
     return std::nullopt;
@@ -508,21 +511,14 @@ std::optional<AccessLogLine> AccessLogParser::parse(std::string_view line) const
 AccessLogParser::StatusScan AccessLogParser::scan_status(std::string_view line) const {
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
     line.remove_suffix(1);
-  size_t nvars = 0, status_var = SIZE_MAX;
-  for (const auto &s : segs_)
-    if (s.is_var) {
-      if (s.text == "status")
-        status_var = nvars;
-      ++nvars;
-    }
   // The same match as parse(), so a line is "matched" here exactly when parse() would take it; only
   // the values are left as views into the line ($status is digits: nothing to unescape).
-  Matcher m{segs_, escape_, line, std::vector<std::string_view>(nvars),
+  Matcher m{segs_, escape_, line, std::vector<std::string_view>(n_vars_),
             4096 + 4 * static_cast<std::int64_t>(line.size())};
   StatusScan r;
   r.matched = m.match(0, 0, 0);
-  if (r.matched && status_var != SIZE_MAX)
-    r.status = to_uint<int>(m.values[status_var]);
+  if (r.matched && status_var_ != SIZE_MAX)
+    r.status = to_uint<int>(m.values[status_var_]);
   return r;
 }
 

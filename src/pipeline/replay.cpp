@@ -187,7 +187,7 @@ ReplayResult replay_inputs(const ReplayInput &opts) {
     while (f.next(line, result.long_lines))
       if (auto l = parser.parse(line, access_stats)) {
         check_room(inputs);
-        int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : 0;
+        int64_t when = l->epoch_ns().value_or(0);
         if (l->utc_offset_s)
           zone.learn_from_access_log(when / 1000000000, *l->utc_offset_s);
         inputs.push_back({when, 3, *l});

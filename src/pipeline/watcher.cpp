@@ -284,7 +284,8 @@ struct Watcher::Impl {
       if (auto l = t->parser.parse(text, access_stats)) {
         if (l->pid)
           l->pid = host_pid(*l->pid);
-        int64_t when = l->time_ms ? *l->time_ms * 1000000 : l->time ? int64_t(*l->time * 1e9) : base::wall_clock_ns();
+        const auto written = l->epoch_ns();
+        int64_t when = written ? *written : base::wall_clock_ns();
         if (l->utc_offset_s)
           log_zone.learn_from_access_log(when / 1000000000, *l->utc_offset_s);
         correlator->add_access_line(*l, when);

@@ -46,6 +46,7 @@ TEST(AccessLogCombined, Fields) {
   EXPECT_TRUE(l->is_gateway_error());
   EXPECT_EQ(l->time, 1796060993.0);
   EXPECT_FALSE(l->time_ms);
+  EXPECT_EQ(l->epoch_ns(), 1796060993 * 1000000000LL); // the $time_local second
   EXPECT_EQ(l->vars.at("remote_user"), "-");
   EXPECT_EQ(l->vars.at("body_bytes_sent"), "157");
   EXPECT_EQ(l->vars.at("http_referer"), "http://ref.test/a?b=1");
@@ -75,6 +76,7 @@ TEST(AccessLogUpstream, SingleAttempt) {
   EXPECT_EQ(l->connection, 1u);
   EXPECT_EQ(l->time_ms, 1796060993405);
   EXPECT_DOUBLE_EQ(*l->time, 1796060993.405);
+  EXPECT_EQ(l->epoch_ns(), 1796060993405 * 1000000LL); // $msec wins, exact to the millisecond
   EXPECT_DOUBLE_EQ(*l->request_time, 0.001);
   EXPECT_EQ(l->host, "127.0.0.1");
   ASSERT_EQ(l->upstream.size(), 1u);
@@ -169,6 +171,12 @@ TEST(AccessLogFormats, CompileSegments) {
   ASSERT_TRUE(l);
   EXPECT_EQ(l->status, 504);
   EXPECT_EQ(l->time, 1796054521.0); // 16:02:01Z
+  // A format without any time variable: the line has no time of its own (the follower uses its clock).
+  auto untimed = AccessLogParser::compile("$remote_addr $status");
+  ASSERT_TRUE(untimed.ok());
+  auto u = untimed->parse("1.2.3.4 502");
+  ASSERT_TRUE(u);
+  EXPECT_FALSE(u->epoch_ns());
 }
 
 TEST(AccessLogFormats, UnknownTrailingFieldsFromNewerNginx) {
@@ -247,4 +255,11 @@ TEST(AccessLogScan, AgreesWithParseOnEveryRealLineAndOnJunk) {
   auto scan = no_status->scan_status("127.0.0.1 0.001");
   EXPECT_TRUE(scan.matched);
   EXPECT_FALSE(scan.status);
+  // A format naming $status twice: both read the first, so a 502 in the second cannot be skipped
+  // by the scan and then be seen by parse(), nor the other way round.
+  auto twice = AccessLogParser::compile("$status $remote_addr $status");
+  ASSERT_TRUE(twice);
+  const std::string line = "200 127.0.0.1 502";
+  EXPECT_EQ(twice->scan_status(line).status, 200);
+  EXPECT_EQ(twice->parse(line)->status, 200);
 }
