@@ -119,6 +119,7 @@ int run_watch(const WatchCommandOptions &opts) {
   };
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
+  update_totals(); // every loss series exists (at 0) from the first scrape on
   auto last_totals = start;
   while (!stop_requested()) {
     if (take_reopen_request()) {
@@ -133,10 +134,13 @@ int run_watch(const WatchCommandOptions &opts) {
     }
     if (opts.duration_s && std::chrono::duration<double>(clock::now() - start).count() >= *opts.duration_s)
       break;
-    emit(watcher.step(100));
+    auto verdicts = watcher.step(100);
+    const bool decided = !verdicts.empty();
+    emit(verdicts);
     // Steps come every 25 ms under load; a scrape is seconds apart, and reading the kernel's loss
     // counters is a syscall: four times a second keeps the losses live without paying that 40 times.
-    if (clock::now() - last_totals >= std::chrono::milliseconds(250)) {
+    // A step that decided requests mirrors at once, so a scrape's line counts agree with its verdicts.
+    if (decided || clock::now() - last_totals >= std::chrono::milliseconds(250)) {
       update_totals();
       last_totals = clock::now();
     }
