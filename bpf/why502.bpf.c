@@ -249,6 +249,26 @@ static __always_inline void *reserve(__u64 size, __u32 kind, __u32 flags)
 	return h;
 }
 
+/* When the reader was last woken for a record (boot ns; races between CPUs only move it a little).
+ * A wakeup per record cost a 502 storm a context switch per failure (a third of watch's CPU was
+ * spent switching in); watch reads the buffer at least every 25 ms anyway. So a record wakes the
+ * reader only when none did in the last WAKEUP_GAP_NS: an isolated failure is read at once, and in
+ * a storm one wakeup drains the records of the next few milliseconds too. */
+#define WAKEUP_GAP_NS (5ULL * 1000 * 1000)
+__u64 last_wakeup_ns = 0;
+
+static __always_inline void submit(void *record)
+{
+	__u64 ts = ((const struct why502_header *)record)->ts_ns;
+
+	if (ts - last_wakeup_ns < WAKEUP_GAP_NS) {
+		bpf_ringbuf_submit(record, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	last_wakeup_ns = ts;
+	bpf_ringbuf_submit(record, 0); /* the kernel still skips it while the reader is busy */
+}
+
 /* Host-wide records are rate limited so a port scan cannot flood the buffer. */
 static __always_inline bool rate_allowed(__u32 window, __u32 per_sec)
 {
@@ -335,7 +355,7 @@ static __always_inline void emit_conn_fail(const struct sock *sk, struct conn_in
 	e->ts_error = ci->ts_error;
 	e->ts_close = ts_close;
 	e->conn_id = (__u64)ci->ts_syn_sent ^ ((__u64)ci->tid << 32);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 /* Had the upstream answered the last request when its FIN came? A fresh connection: any data
@@ -432,7 +452,7 @@ static __always_inline void emit_listen_change(const struct sock *sk, bool liste
 	task = bpf_get_current_task_btf();
 	e->exiting = (task->flags & PF_EXITING) != 0;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -621,7 +641,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	e->reason_code = code;
 	e->tcp_flags = flags;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -660,7 +680,7 @@ int BPF_PROG(on_tcp_send_reset, const struct sock *sk, const struct sk_buff *skb
 	e->state = state;
 	e->has_socket = sk != NULL;
 	e->pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -688,7 +708,7 @@ int BPF_PROG(on_mark_victim, struct task_struct *task, uid_t uid)
 		e->anon_rss_pages = BPF_CORE_READ(mm, rss_stat[MM_ANONPAGES].count);
 		e->shmem_rss_pages = BPF_CORE_READ(mm, rss_stat[MM_SHMEMPAGES].count);
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -736,7 +756,7 @@ int BPF_PROG(on_signal_generate, int sig, struct kernel_siginfo *info, struct ta
 	/* SEND_SIG_NOINFO (0) and SEND_SIG_PRIV (1) are not pointers. */
 	e->si_code = (__u64)info > 1 ? BPF_CORE_READ(info, si_code) : 0x80 /* SI_KERNEL */;
 	e->pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -801,7 +821,7 @@ static long walk_one_fd(__u32 i, void *data)
 	e->pad = 0;
 	__builtin_memset(e->path, 0, sizeof(e->path));
 	bpf_core_read(e->path, sizeof(e->path), &addr->name[0].sun_path);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -855,7 +875,7 @@ int BPF_PROG(on_sched_process_exit, struct task_struct *p, bool group_dead)
 	if (e->exit_code == 0)
 		e->exit_code = BPF_CORE_READ(p, signal, group_exit_code);
 	e->watched = watched_flag;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	walk_unix_listeners(p, tgid);
 	return 0;
 }
@@ -878,7 +898,7 @@ static __always_inline void watch_process(__u32 pid, __u32 parent, __u32 via,
 	BPF_CORE_READ_STR_INTO(&e->comm, task, comm);
 	e->via = via;
 	e->pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -988,7 +1008,7 @@ int on_sys_exit_connect(struct trace_event_raw_sys_exit *ctx)
 		if (e->unix_path[0] == 0 && path_len > 1)
 			e->unix_path[0] = '@';
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -1009,7 +1029,7 @@ static __always_inline void emit_fd_syscall_err(__u32 syscall, long ret)
 	e->syscall = syscall;
 	e->err = -ret;
 	e->fd = -1;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 SEC("tp/syscalls/sys_exit_socket")

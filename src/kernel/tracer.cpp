@@ -430,7 +430,13 @@ std::vector<uint32_t> Tracer::watched_pids() const { return {impl_->watched.begi
 int Tracer::poll(int timeout_ms, const std::function<void(const KernelEvent &)> &sink) {
   impl_->boot_to_wall = current_boot_to_wall_ns();
   impl_->sink = &sink;
-  int n = ring_buffer__poll(impl_->rb.get(), timeout_ms);
+  // Records may be written without waking us (WAKEUP_GAP_NS in the BPF program): after the wait,
+  // read whatever the buffer holds, woken or not. With no wait, skip epoll altogether.
+  int n = timeout_ms > 0 ? ring_buffer__poll(impl_->rb.get(), timeout_ms) : 0;
+  if (n >= 0) {
+    int more = ring_buffer__consume(impl_->rb.get());
+    n = more < 0 ? more : n + more;
+  }
   impl_->sink = nullptr;
   if (n < 0 && n != -EINTR)
     throw Error(std::string("reading the BPF ring buffer failed: ") + strerror(-n));
