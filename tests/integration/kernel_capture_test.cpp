@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <thread>
+#include <set>
 #include <sstream>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -398,6 +400,60 @@ TEST(KernelCapture, UnwatchedProcessesAreNotReported) {
       EXPECT_NE(s->pid, uint32_t(stranger)) << dump(cap);
     }
   }
+}
+
+// Hundreds of a watched process's connections in flight at once (each its own slot in the BPF
+// connection table), then reset by the peer in one burst: the records come within the 5 ms in which
+// only the first wakes the reader, and every one must still be read, with its own local port.
+TEST(KernelCapture, ABurstOfResetsOnManyOpenConnectionsGivesOneRecordEach) {
+  constexpr int kConnections = 300;
+  Listener l(kConnections + 16);
+  int connected[2];
+  ASSERT_EQ(pipe(connected), 0);
+  std::thread server([&] {
+    std::vector<int> accepted;
+    while (int(accepted.size()) < kConnections) {
+      int c = accept(l.fd, nullptr, nullptr);
+      if (c < 0)
+        break;
+      accepted.push_back(c);
+    }
+    char go;
+    (void)!read(connected[0], &go, 1); // the client holds them all open now
+    linger lg{1, 0};
+    for (int c : accepted) { // back to back: a burst of RSTs
+      setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+      close(c);
+    }
+  });
+  auto cap = run_watched([&] {
+    std::vector<int> fds;
+    for (int i = 0; i < kConnections; ++i)
+      fds.push_back(nb_connect("127.0.0.1", l.port));
+    for (int fd : fds) {
+      pollfd p{fd, POLLOUT, 0};
+      poll(&p, 1, 2000);
+    }
+    (void)!write(connected[1], "g", 1);
+    for (int fd : fds) { // each sees its reset before it is closed
+      pollfd p{fd, POLLIN, 0};
+      poll(&p, 1, 2000);
+      close(fd);
+    }
+  });
+  server.join();
+  close(connected[0]);
+  close(connected[1]);
+  std::set<uint16_t> local_ports;
+  for (const auto &c : cap.of<ConnFail>(cap.pid))
+    if (c.failure == ConnFailure::RstEstablished && c.remote.port == l.port) {
+      EXPECT_EQ(c.pid, uint32_t(cap.pid));
+      EXPECT_EQ(c.last_state, "ESTABLISHED");
+      EXPECT_GT(c.ts_reset, c.ts_established);
+      local_ports.insert(c.local.port);
+    }
+  EXPECT_EQ(local_ports.size(), size_t(kConnections)) << dump(cap);
+  EXPECT_EQ(shared_tracer().losses().conn_map_full, 0u);
 }
 
 TEST(KernelCapture, NoLossesAtTestRates) {
