@@ -65,8 +65,10 @@ std::optional<std::string> tracefs_missing();
 
 class Tracer {
 public:
-  // Throws Error with one clear line: not root, no BTF, load failure.
+  // Throws Error with one clear line: not root, not in the host's PID namespace, no BTF, load failure.
   explicit Tracer(const TracerOptions &opts);
+  // The PID check alone, for callers that read /proc before they load (watch discovers nginx first).
+  static void require_host_pid_namespace();
   ~Tracer();
   Tracer(const Tracer &) = delete;
   Tracer &operator=(const Tracer &) = delete;

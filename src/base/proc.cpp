@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -100,6 +101,14 @@ std::vector<pid_t> list_pids(const std::string &proc_root) {
   }
   closedir(d);
   return pids;
+}
+
+std::optional<bool> in_initial_pid_namespace(const std::string &proc_root) {
+  constexpr ino_t kInitialPidNamespaceInode = 0xEFFFFFFCU; // PROC_PID_INIT_INO, fixed since Linux 3.8
+  struct stat st {};
+  if (stat((proc_root + "/self/ns/pid").c_str(), &st) != 0)
+    return std::nullopt;
+  return st.st_ino == kInitialPidNamespaceInode;
 }
 
 } // namespace why502::base

@@ -34,4 +34,11 @@ std::string read_proc_comm(pid_t pid, const std::string &proc_root = "/proc");
 // Every numeric entry of proc_root.
 std::vector<pid_t> list_pids(const std::string &proc_root = "/proc");
 
+// Is this process in the host's (initial) PID namespace? The kernel side reports host PIDs
+// (bpf_get_current_pid_tgid), and every PID why502 reads from /proc must be the same numbers: in a
+// PID namespace of its own (a container without hostPID) it would follow nobody and say nothing.
+// Known by the initial namespace's fixed inode (PROC_PID_INIT_INO); nullopt when
+// /proc/self/ns/pid cannot be read.
+std::optional<bool> in_initial_pid_namespace(const std::string &proc_root = "/proc");
+
 } // namespace why502::base

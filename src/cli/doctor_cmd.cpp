@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/fmt/ranges.h>
 
+#include "base/proc.h"
 #include "base/text.h"
 #include "cli/commands.h"
 #include "correlate/causes.h"
@@ -29,6 +30,9 @@ int run_doctor(const DoctorOptions &opts) {
   std::vector<DoctorCheck> checks;
   const bool root = geteuid() == 0;
   checks.push_back({"running as root", root, root ? "" : "run with sudo: BPF needs CAP_BPF + CAP_PERFMON", true});
+  const bool host_pids = base::in_initial_pid_namespace().value_or(true);
+  checks.push_back({"host PID namespace", host_pids,
+                    host_pids ? "" : "in a PID namespace of its own: run in the host's (hostPID: true, no --pid)", true});
   const bool btf = exists("/sys/kernel/btf/vmlinux");
   checks.push_back({"kernel BTF", btf, btf ? "/sys/kernel/btf/vmlinux" : "kernel built without CONFIG_DEBUG_INFO_BTF",
                     true});

@@ -276,10 +276,17 @@ struct Tracer::Impl {
   }
 };
 
+void Tracer::require_host_pid_namespace() {
+  if (base::in_initial_pid_namespace() == false)
+    throw Error("in a PID namespace of its own (a container without hostPID?): the kernel "
+                "reports host PIDs, which it could not match to nginx's; run it in the host's PID namespace");
+}
+
 Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
   libbpf_set_print(libbpf_to_spdlog);
   if (geteuid() != 0)
     throw Error("why502 must run as root (it loads BPF programs; needs CAP_BPF and CAP_PERFMON or CAP_SYS_ADMIN)");
+  require_host_pid_namespace();
   if (!path_exists("/sys/kernel/btf/vmlinux"))
     throw Error("this kernel has no BTF (/sys/kernel/btf/vmlinux missing): why502 needs CONFIG_DEBUG_INFO_BTF=y");
   if (opts.comms.size() > WHY502_MAX_COMM_FILTERS)

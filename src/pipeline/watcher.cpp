@@ -377,6 +377,7 @@ struct Watcher::Impl {
 Watcher::Watcher(const WatchOptions &opts) : impl_(std::make_unique<Impl>()) {
   auto &m = *impl_;
   m.opts = opts;
+  Tracer::require_host_pid_namespace(); // before any PID is read from /proc
   auto found = nginx::discover(opts.nginx_pid);
   if (!found)
     throw Error(found.error());

@@ -91,3 +91,37 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 } // namespace
+
+namespace {
+
+// why502 inside a PID namespace of its own (a container without hostPID): the kernel side reports
+// host PIDs, /proc shows the namespace's, so nothing would ever match. It must say so and stop, not
+// watch nothing in silence; `doctor` names the check.
+TEST(WrongPlace, APrivatePidNamespaceIsAOneLineErrorAndDoctorSaysWhy) {
+  auto in_private_pid_ns = [](std::vector<std::string> args) {
+    std::vector<std::string> argv{"unshare", "--pid", "--fork", "--mount-proc", WHY502_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return why502::lab::run_command(argv, 20);
+  };
+  for (const auto &cmd : {std::vector<std::string>{"events", "--duration", "5"},
+                          std::vector<std::string>{"watch", "--duration", "5", "--nginx-pid", "1"}}) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = in_private_pid_ns(cmd);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 4.0) << cmd[0];
+    EXPECT_NE(r.exit_code, 0) << cmd[0] << ": " << r.output;
+    EXPECT_NE(r.output.find("why502: in a PID namespace of its own (a container without hostPID?)"), std::string::npos)
+        << cmd[0] << ": " << r.output;
+    EXPECT_EQ(r.output.find('\n'), r.output.size() - 1) << "one line: " << r.output;
+  }
+  auto doctor = in_private_pid_ns({"doctor", "--json"});
+  EXPECT_NE(doctor.exit_code, 0) << doctor.output;
+  EXPECT_NE(doctor.output.find(R"({"check":"host PID namespace","core":true,"detail":"in a PID namespace of its own)"),
+            std::string::npos)
+      << doctor.output;
+  // And in the host's namespace the same check passes.
+  auto here = why502::lab::run_command({WHY502_BINARY, "doctor", "--json"}, 30);
+  EXPECT_NE(here.output.find(R"({"check":"host PID namespace","core":true,"detail":"","ok":true})"), std::string::npos)
+      << here.output;
+}
+
+} // namespace

@@ -57,3 +57,13 @@ TEST(ProcFiles, AnotherRootAndCapsAreHonoured) {
   EXPECT_TRUE(read_proc_cmdline(78, root.string()).empty());
   fs::remove_all(root);
 }
+
+TEST(PidNamespace, OnlyTheInitialNamespacesInodeCounts) {
+  // A proc root whose self/ns/pid is any other file: not the host's namespace; none: unknown.
+  const fs::path root = fs::temp_directory_path() / ("why502-pidns-" + std::to_string(getpid()));
+  fs::create_directories(root / "self" / "ns");
+  EXPECT_EQ(in_initial_pid_namespace(root.string()), std::nullopt);
+  std::ofstream(root / "self" / "ns" / "pid") << "";
+  EXPECT_EQ(in_initial_pid_namespace(root.string()), false);
+  fs::remove_all(root);
+}
