@@ -11,11 +11,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -109,7 +112,9 @@ std::vector<std::string> read_lines(const std::string &path) {
   return out;
 }
 
-uint16_t free_port() {
+namespace {
+
+uint16_t any_free_port() {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     throw Error("socket: " + errno_text(errno));
@@ -125,6 +130,28 @@ uint16_t free_port() {
   }
   close(fd);
   return ntohs(a.sin_port);
+}
+
+} // namespace
+
+// A port is free only until someone binds it: two calls in a row can get the same one (a test once
+// gave its "closed" upstream port to its own proxy, which then proxied to itself). So a port handed
+// out recently in this process is never handed out again.
+uint16_t free_port() {
+  static std::mutex mu;
+  static std::deque<uint16_t> recent;
+  constexpr size_t kRemembered = 1024;
+  std::lock_guard lock(mu);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    uint16_t port = any_free_port();
+    if (std::find(recent.begin(), recent.end(), port) != recent.end())
+      continue;
+    recent.push_back(port);
+    if (recent.size() > kRemembered)
+      recent.pop_front();
+    return port;
+  }
+  throw Error("cannot find a free port not handed out already");
 }
 
 // ───────────────────────────── addresses ─────────────────────────────
