@@ -7,14 +7,15 @@
 
 namespace why502::cli {
 
-Output::Output(const std::string &path, std::optional<gid_t> group) : name_("stdout") {
-  if (path.empty() || path == "-")
-    return;
+namespace {
+base::OutputFileOptions with_group(std::optional<gid_t> group) {
   base::OutputFileOptions o;
   o.group = group;
-  file_ = std::make_unique<base::OutputFile>(path, o);
-  name_ = path;
+  return o;
 }
+} // namespace
+
+Output::Output(const std::string &path, std::optional<gid_t> group) : Output(path, with_group(group)) {}
 
 Output::Output(const std::string &path, const base::OutputFileOptions &opts) : name_("stdout") {
   if (path.empty() || path == "-")
