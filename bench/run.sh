@@ -14,6 +14,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 WHY502=${WHY502:-$REPO/build-bench/why502}
 FLOOR=${FLOOR:-$(dirname "$WHY502")/why502-floor} # empty programs on why502's hooks (bench/floor)
+WHY502_B=${WHY502_B:-}          # another why502 build, run as why502-watch-b: a change against its parent
 UPSTREAM_KEEPALIVE=${UPSTREAM_KEEPALIVE:-0} # >0: the proxy keeps that many idle upstream connections
 STORM=${STORM:-0}                           # 1: the proxy's upstream refuses everything (a 502 storm)
 ROUNDS=${ROUNDS:-5}
@@ -37,6 +38,7 @@ log() { echo "bench: $*" >&2; }
 
 [[ $(id -u) -eq 0 ]] || die "needs root (BPF, nginx on 127.0.0.1, sysctl)"
 [[ " ${CONFIGS} " != *" floor "* || -x $FLOOR ]] || die "no why502-floor at $FLOOR; build it with the why502-floor target (or set FLOOR=)"
+[[ " ${CONFIGS} " != *" why502-watch-b "* || -x $WHY502_B ]] || die "why502-watch-b needs WHY502_B=<another why502 binary>"
 [[ -x $WHY502 ]] || die "no why502 at $WHY502; build it: cmake -S $REPO -B $REPO/build-bench -DCMAKE_BUILD_TYPE=Release && cmake --build $REPO/build-bench -j2 (or set WHY502=)"
 
 # ---- packages -------------------------------------------------------------------------------
@@ -235,6 +237,7 @@ TRACERS='
 floor         | "type":"start"           | 0 | none  | "$FLOOR" >"$out"
 why502-watch  | "type":"start"           | 0 | stats | "$WHY502" watch --json -o "$out" --nginx-pid "$MASTER"
 why502-events | "type":"start"           | 0 | stats | "$WHY502" events --json --pid "$MASTER" >"$out"
+why502-watch-b | "type":"start"          | 0 | stats | "$WHY502_B" watch --json -o "$out" --nginx-pid "$MASTER"
 bpftrace      | ^Attaching [0-9]+ probes | 1 | lines | bpftrace -B none -o "$out" "$HERE/peer.bt" "${PEER_ARGS[@]}"
 '
 
@@ -497,6 +500,7 @@ foreign=$(bpftool prog show 2>/dev/null | grep -cE '^[0-9]+: (tracing|tracepoint
   echo
   echo "- host: $(uname -r), $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), load average at end $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- why502: $WHY502, commit $commit$dirty"
+  [[ -z $WHY502_B ]] || echo "- why502-watch-b: $WHY502_B"
   echo "- nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(bpftrace --version), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
   echo "- proxy nginx: $PROXY_WORKERS worker(s) on CPU $PROXY_CPUS, upstream keepalive $UPSTREAM_KEEPALIVE (0: none), storm $STORM (1: the upstream refuses everything), combined access log;"
   echo "  upstream nginx: 1 worker (return 200) + wrk -t$THREADS -c$CONNS -d${DURATION}s on CPU $LOAD_CPUS; $ROUNDS interleaved rounds (order rotated)"

@@ -84,15 +84,21 @@ struct conn_info {
 	__u32 pid;
 	__u32 tid;
 	char comm[WHY502_COMM_LEN];
-	__u64 ts_syn_sent;
-	__u64 ts_established;
+	__u64 ts_syn_sent; /* boot ns */
+	/* The next two are the socket's own TCP clock (tcp_clock_cache: CLOCK_MONOTONIC ns, refreshed
+	 * when the packet that caused the transition was taken in), read where a clock read would cost
+	 * ~40 ns (kvm-clock) on every successful connection; emit_conn_fail converts them to boot ns.
+	 * 0: not reached. */
+	__u64 mono_established;
+	__u64 mono_fin_received;
 	__u64 ts_reset;
-	__u64 ts_fin_received;
 	__u64 ts_error;
 	__s32 sk_err;
 	__u32 syn_retrans;
 	__u32 retrans;
-	__u32 reset_state;
+	__u16 reset_state;
+	__u8 fin_received;
+	__u8 pad;
 };
 
 /* The connection table: a fixed array of buckets of eight socket addresses, and a parallel array
@@ -325,11 +331,27 @@ static __always_inline void read_sock_tuple(const struct sock *sk, struct why502
 
 /* ---- connections of watched processes ---------------------------------- */
 
+/* A socket's TCP clock (CLOCK_MONOTONIC ns) as boot ns; 0 stays 0. The two clocks differ only by
+ * time spent suspended, read here on the failure path only. */
+static __always_inline __u64 mono_to_boot(__u64 mono, __u64 boot_minus_mono)
+{
+	return mono ? mono + boot_minus_mono : 0;
+}
+
+/* The TCP clock of the packet being taken in: a plain load, no clock read. */
+static __always_inline __u64 tcp_clock_now(const struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+	return tp ? tp->tcp_clock_cache : 0;
+}
+
 static __always_inline void emit_conn_fail(const struct sock *sk, struct conn_info *ci,
 					   __u32 failure, __u32 last_state, __u64 ts_close)
 {
 	struct why502_conn_fail *e;
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 boot_minus_mono = 0;
 
 	e = reserve(sizeof(*e), WHY502_EV_CONN_FAIL, 0);
 	if (!e)
@@ -346,13 +368,15 @@ static __always_inline void emit_conn_fail(const struct sock *sk, struct conn_in
 	e->pad = 0;
 	/* bytes_received advances by one for the peer's FIN: report payload only. */
 	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	if (ci->ts_fin_received && e->bytes_received)
+	if (ci->fin_received && e->bytes_received)
 		e->bytes_received--;
 	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	if (ci->mono_established || ci->mono_fin_received)
+		boot_minus_mono = bpf_ktime_get_boot_ns() - bpf_ktime_get_ns();
 	e->ts_syn_sent = ci->ts_syn_sent;
-	e->ts_established = ci->ts_established;
+	e->ts_established = mono_to_boot(ci->mono_established, boot_minus_mono);
 	e->ts_reset = ci->ts_reset;
-	e->ts_fin_received = ci->ts_fin_received;
+	e->ts_fin_received = mono_to_boot(ci->mono_fin_received, boot_minus_mono);
 	e->ts_error = ci->ts_error;
 	e->ts_close = ts_close;
 	e->conn_id = (__u64)ci->ts_syn_sent ^ ((__u64)ci->tid << 32);
@@ -368,14 +392,13 @@ static __always_inline void emit_conn_fail(const struct sock *sk, struct conn_in
  * closes (nginx's keepalive cache) is answered, so it never looks like a failure. */
 static __always_inline bool answered_before_fin(const struct sock *sk)
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	__u32 sent, received;
+	/* One helper call, then plain loads (a probe read per field cost ~15 ns each, on every request
+	 * an upstream closes first). */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 
-	if (BPF_CORE_READ(tp, data_segs_in) == 0)
+	if (!tp || tp->data_segs_in == 0)
 		return false;
-	sent = BPF_CORE_READ(tp, lsndtime);
-	received = BPF_CORE_READ((const struct inet_connection_sock *)sk, icsk_ack.lrcvtime);
-	return (__s32)(sent - received) <= 0;
+	return (__s32)(tp->lsndtime - tp->inet_conn.icsk_ack.lrcvtime) <= 0;
 }
 
 /* Decide at close whether the connection failed, and how. The common case (a
@@ -414,7 +437,7 @@ static __always_inline void conn_closed(const struct sock *sk, struct conn_info 
 		emit_conn_fail(sk, ci, WHY502_FAIL_RST_ESTABLISHED, ci->reset_state, bpf_ktime_get_boot_ns());
 		return;
 	}
-	if (ci->ts_fin_received && !answered_before_fin(sk))
+	if (ci->fin_received && !answered_before_fin(sk))
 		emit_conn_fail(sk, ci, WHY502_FAIL_FIN_BEFORE_DATA, oldstate, bpf_ktime_get_boot_ns());
 }
 
@@ -492,21 +515,30 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 		return 0;
 	}
 
-	/* Only these transitions matter to a followed connection: the others skip the table. */
-	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE)
+	/* Only these transitions matter to a followed connection: the others skip the table. A
+	 * connection we follow began in SYN_SENT, so it is connected coming from there: straight to
+	 * ESTABLISHED, or to SYN_RECV in a simultaneous open (a self-connect); ESTABLISHED from SYN_RECV
+	 * is then either that second step or, every time, the upstream's accepted socket, never ours. */
+	if (newstate == TCP_ESTABLISHED || newstate == TCP_SYN_RECV) {
+		if (oldstate != TCP_SYN_SENT)
+			return 0;
+	} else if (newstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE) {
 		return 0;
+	}
 	ci = conn_find(sock_key(&ctx[0]), &slot);
 	if (!ci)
 		return 0;
 	switch (newstate) {
 	case TCP_ESTABLISHED:
-		ci->ts_established = bpf_ktime_get_boot_ns();
+	case TCP_SYN_RECV:
+		ci->mono_established = tcp_clock_now(sk);
 		/* Connected, but only after SYN retransmits: a slow or overflowing listener. */
 		if (ci->syn_retrans)
 			emit_conn_fail(sk, ci, WHY502_FAIL_SYN_RETRANS, oldstate, 0);
 		break;
 	case TCP_CLOSE_WAIT:
-		ci->ts_fin_received = bpf_ktime_get_boot_ns();
+		ci->mono_fin_received = tcp_clock_now(sk);
+		ci->fin_received = 1;
 		break;
 	case TCP_CLOSE:
 		conn_closed(sk, ci, oldstate);

@@ -144,6 +144,11 @@ TEST(KernelCapture, PeerFinBeforeDataIsFinBeforeData) {
   ASSERT_TRUE(c) << dump(cap);
   EXPECT_EQ(c->bytes_received, 0u);
   EXPECT_GT(c->ts_fin_received, c->ts_established);
+  EXPECT_GE(c->ts_close, c->ts_fin_received);
+  // ts_established and ts_fin_received come from the socket's own TCP clock (monotonic), converted
+  // to boot time: on loopback the connect takes well under a second.
+  EXPECT_GT(c->ts_established, c->ts_syn_sent);
+  EXPECT_LT(c->ts_established - c->ts_syn_sent, 1'000'000'000ull);
   EXPECT_EQ(c->remote.port, l.port);
 }
 
@@ -228,8 +233,13 @@ TEST(KernelCapture, ListenQueueOverflowShowsSynRetransmits) {
   uint32_t retransmitted = 0;
   for (const auto &c : cap.of<ConnFail>(cap.pid))
     if (c.remote.port == 8080 && c.syn_retrans >= 1 &&
-        (c.failure == ConnFailure::SynTimeout || c.failure == ConnFailure::SynRetransmit))
+        (c.failure == ConnFailure::SynTimeout || c.failure == ConnFailure::SynRetransmit)) {
       ++retransmitted;
+      // Connected after a SYN retransmit: not before the first retransmit's 1 s timeout.
+      if (c.failure == ConnFailure::SynRetransmit) {
+        EXPECT_GE(c.ts_established - c.ts_syn_sent, 900'000'000ull) << dump(cap);
+      }
+    }
   EXPECT_GE(retransmitted, 1u) << dump(cap);
 }
 
