@@ -5,6 +5,7 @@
 // starting with '"' must not match an escaped quote.
 #include "why502/nginx.h"
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 
@@ -177,7 +178,7 @@ struct Matcher {
   const std::vector<AccessLogParser::Segment> &segs;
   Escape esc;
   std::string_view line;
-  std::vector<std::string_view> values;
+  std::string_view *values; // one per variable of the format (MatchedValues)
   // Bounded backtracking: every call and every byte scanned costs one unit, so a hostile line
   // costs at most a few passes over itself.
   std::int64_t budget = 0;
@@ -236,6 +237,31 @@ struct Matcher {
     }
   }
 };
+
+// Where a line's matched values go: on the stack for any format of up to 32 variables, so matching
+// a line allocates nothing (watch looks at every access line; issue 11).
+class MatchedValues {
+public:
+  explicit MatchedValues(size_t n) {
+    if (n > inline_.size())
+      heap_.resize(n);
+  }
+  std::string_view *data() { return heap_.empty() ? inline_.data() : heap_.data(); }
+  std::string_view operator[](size_t i) const { return heap_.empty() ? inline_[i] : heap_[i]; }
+
+private:
+  std::array<std::string_view, 32> inline_{};
+  std::vector<std::string_view> heap_;
+};
+
+// Match one line (its line ending dropped) against the format; the values are views into `line`.
+bool match_line(const std::vector<AccessLogParser::Segment> &segs, Escape esc, std::string_view &line,
+                MatchedValues &values) {
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+    line.remove_suffix(1);
+  Matcher m{segs, esc, line, values.data(), 4096 + 4 * static_cast<std::int64_t>(line.size())};
+  return m.match(0, 0, 0);
+}
 
 void fill_upstreams(AccessLogLine &l) {
   auto get = [&](const char *k) -> const std::string * {
@@ -484,18 +510,15 @@ AccessLogParser AccessLogParser::for_format(const LogFormat &f) {
 }
 
 std::optional<AccessLogLine> AccessLogParser::parse(std::string_view line) const {
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
-    line.remove_suffix(1);
-  Matcher m{segs_, escape_, line, std::vector<std::string_view>(n_vars_),
-            4096 + 4 * static_cast<std::int64_t>(line.size())};
-  if (!m.match(0, 0, 0))
+  MatchedValues values(n_vars_);
+  if (!match_line(segs_, escape_, line, values))
     return std::nullopt;
   AccessLogLine l;
   size_t vi = 0;
   for (const auto &s : segs_) {
     if (!s.is_var)
       continue;
-    std::string_view raw = m.values[vi++];
+    std::string_view raw = values[vi++];
     std::string v = escape_ == Escape::json    ? unescape_json(raw)
                     : escape_ == Escape::none ? std::string(raw)
                                               : unescape_default(raw);
@@ -509,16 +532,13 @@ std::optional<AccessLogLine> AccessLogParser::parse(std::string_view line) const
 }
 
 AccessLogParser::StatusScan AccessLogParser::scan_status(std::string_view line) const {
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
-    line.remove_suffix(1);
   // The same match as parse(), so a line is "matched" here exactly when parse() would take it; only
   // the values are left as views into the line ($status is digits: nothing to unescape).
-  Matcher m{segs_, escape_, line, std::vector<std::string_view>(n_vars_),
-            4096 + 4 * static_cast<std::int64_t>(line.size())};
+  MatchedValues values(n_vars_);
   StatusScan r;
-  r.matched = m.match(0, 0, 0);
+  r.matched = match_line(segs_, escape_, line, values);
   if (r.matched && status_var_ != SIZE_MAX)
-    r.status = to_uint<int>(m.values[status_var_]);
+    r.status = to_uint<int>(values[status_var_]);
   return r;
 }
 

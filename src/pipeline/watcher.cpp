@@ -208,7 +208,24 @@ struct Watcher::Impl {
     bool probes_were_armed; // when it was read: every line was written before any arming it causes
   };
   std::deque<PendingError> pending_errors;
-  std::deque<std::pair<AccessTail *, std::string>> pending_access;
+  // Access lines are many (every request): their text goes into one buffer, not a string each.
+  struct PendingAccess {
+    AccessTail *tail;
+    size_t offset, size; // in pending_access_text
+  };
+  std::vector<PendingAccess> pending_access;
+  size_t pending_access_head = 0; // the first not fed yet
+  std::string pending_access_text;
+  size_t pending_access_count() const { return pending_access.size() - pending_access_head; }
+  void clear_pending_access() {
+    pending_access.clear();
+    pending_access_head = 0;
+    pending_access_text.clear();
+  }
+  void pop_pending_access() {
+    if (++pending_access_head == pending_access.size())
+      clear_pending_access();
+  }
   uint64_t log_lines_dropped = 0; // over kMaxPendingLines
   uint64_t lines_unconfigured_upstream = 0; // failures naming an upstream the config does not have
   // Every upstream peer the watched configs name, when they all name them statically.
@@ -236,12 +253,15 @@ struct Watcher::Impl {
     // line, so an access line read now always finds its error lines read in the same pass (the other
     // order races with nginx between the two reads). Every pending error line is fed before any
     // pending access line: an access line closes the request whose error lines came before it.
+    compact_pending_access();
     for (auto &[path, t] : access_tails)
       t.tailer->drain([&](std::string_view line, bool) {
-        if (pending_access.size() >= kMaxPendingLines)
+        if (pending_access_count() >= kMaxPendingLines) {
           ++log_lines_dropped;
-        else
-          pending_access.emplace_back(&t, std::string(line));
+          return;
+        }
+        pending_access.push_back({&t, pending_access_text.size(), line.size()});
+        pending_access_text.append(line);
       });
     bool armed = tracer->syscall_probes_armed();
     for (auto &[path, t] : error_tails)
@@ -274,12 +294,14 @@ struct Watcher::Impl {
       }
       pending_errors.pop_front();
     }
-    while (!pending_access.empty()) {
+    while (pending_access_count() > 0) {
       if (out_of_time())
         return;
-      auto &[t, text] = pending_access.front();
+      const auto &p = pending_access[pending_access_head];
+      AccessTail *t = p.tail;
+      const std::string_view text = std::string_view(pending_access_text).substr(p.offset, p.size);
       if (skip_access_line(t->parser, text, now_ns)) {
-        pending_access.pop_front();
+        pop_pending_access();
         continue;
       }
       last_full_access_parse_ns = now_ns;
@@ -297,8 +319,20 @@ struct Watcher::Impl {
           for (auto &cb : failed_request_cbs)
             cb(*l->status);
       }
-      pending_access.pop_front();
+      pop_pending_access();
     }
+  }
+
+  // A backlog left by a pass out of time keeps its lines; drop what was fed before reading more.
+  void compact_pending_access() {
+    if (pending_access_head == 0)
+      return;
+    const size_t fed_bytes = pending_access[pending_access_head].offset;
+    pending_access.erase(pending_access.begin(), pending_access.begin() + pending_access_head);
+    pending_access_head = 0;
+    pending_access_text.erase(0, fed_bytes);
+    for (auto &p : pending_access)
+      p.offset -= fed_bytes;
   }
 
   // Most access lines of a healthy proxy are successes nothing waits for: a cheap look at $status
@@ -306,7 +340,7 @@ struct Watcher::Impl {
   // request). Parsed in full all the same: every line while the Perfetto sink draws requests, and
   // one a second, which keeps nginx's UTC offset (LogZone) current.
   int64_t last_full_access_parse_ns = 0;
-  bool skip_access_line(const nginx::AccessLogParser &parser, const std::string &text, int64_t now_ns) {
+  bool skip_access_line(const nginx::AccessLogParser &parser, std::string_view text, int64_t now_ns) {
     if (!access_cbs.empty() || now_ns - last_full_access_parse_ns >= 1000000000)
       return false;
     auto scan = parser.scan_status(text);
@@ -470,9 +504,9 @@ std::vector<Verdict> Watcher::finish() {
   m.tracer->poll(0, [&](const KernelEvent &ev) { m.on_kernel(ev); });
   // Bounded: --duration and SIGINT are honoured within a second whatever the logs still hold.
   m.drain_logs(kFinishLogBudgetNs);
-  m.log_lines_unread += m.pending_errors.size() + m.pending_access.size();
+  m.log_lines_unread += m.pending_errors.size() + m.pending_access_count();
   m.pending_errors.clear();
-  m.pending_access.clear();
+  m.clear_pending_access();
   return m.correlator->finish();
 }
 

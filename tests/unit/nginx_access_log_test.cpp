@@ -263,3 +263,25 @@ TEST(AccessLogScan, AgreesWithParseOnEveryRealLineAndOnJunk) {
   EXPECT_EQ(twice->scan_status(line).status, 200);
   EXPECT_EQ(twice->parse(line)->status, 200);
 }
+
+// Matched values live on the stack up to 32 variables and on the heap beyond: a format on each
+// side of that line reads every value where it is.
+TEST(AccessLogScan, FormatsOfManyVariablesReadEveryValue) {
+  for (int n : {31, 32, 33, 80}) {
+    std::string format = "$status", line = "502";
+    for (int i = 1; i < n; ++i) {
+      format += " $v" + std::to_string(i);
+      line += " x" + std::to_string(i);
+    }
+    auto p = AccessLogParser::compile(format);
+    ASSERT_TRUE(p) << n;
+    auto scan = p->scan_status(line);
+    EXPECT_TRUE(scan.matched) << n;
+    EXPECT_EQ(scan.status, 502) << n;
+    auto l = p->parse(line);
+    ASSERT_TRUE(l) << n;
+    EXPECT_EQ(l->status, 502) << n;
+    EXPECT_EQ(l->vars.at("v" + std::to_string(n - 1)), "x" + std::to_string(n - 1)) << n;
+    EXPECT_EQ(l->vars.at("v1"), "x1") << n;
+  }
+}
