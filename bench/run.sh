@@ -227,6 +227,11 @@ cpu_ticks() { # pid... -> utime+stime summed (clock ticks)
   echo "$t"
 }
 
+cpu_ns() { # pid -> CPU time of all its threads in ns (schedstat: a tracer's ~1% over 10 s is ~10
+  # clock ticks, too coarse to compare two builds)
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ t += $1 } END { printf "%.0f", t }'
+}
+
 # The tracer configurations, one row each: a new peer is a new row. Columns (separated by '|'):
 #   name     as CONFIGS names it ("baseline" runs no tracer and has no row)
 #   ready    an extended regex: attached once the output has a line matching it
@@ -295,15 +300,15 @@ LOSSES=$TMP/losses.tsv
 : >"$LOSSES"
 
 measure() { # config round [profile]
-  local cfg=$1 round=$2 profile=${3:-0} tag out c0 c1 t0 t1 rps non2xx errs reqs wall load1 busy u0 u1 wrk_s
+  local cfg=$1 round=$2 profile=${3:-0} tag out c0 c1 t0 t1 t0_ns t1_ns rps non2xx errs reqs wall load1 busy u0 u1 wrk_s
   tag="$cfg-r$round"
   start_tracer "$cfg" "$tag"
   taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$PROXY_PORT/" >/dev/null 2>&1 || true
   load1=$(cut -d' ' -f1 /proc/loadavg)
   c0=$(cpu_ticks "${WORKERS[@]}")
   u0=$(cpu_ticks "${UP_WORKERS[@]}")
-  t0=0
-  [[ -n $TRACER_PID ]] && t0=$(cpu_ticks "$TRACER_PID")
+  t0=0 t0_ns=0
+  [[ -n $TRACER_PID ]] && t0=$(cpu_ticks "$TRACER_PID") && t0_ns=$(cpu_ns "$TRACER_PID")
   grep '^cpu[0-9]' /proc/stat >"$TMP/stat0"
   wall=$(date +%s.%N)
   # `times` in the subshell: wrk's own user and system time (its only child).
@@ -317,8 +322,8 @@ measure() { # config round [profile]
   # "0m1.234s 0m2.345s" on the second line: children user, system.
   wrk_s=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } print s }' "$TMP/$tag.times")
   busy=$(cpu_busy "$TMP/stat0" $(seq 0 $(($(nproc) - 1))))
-  t1=0
-  [[ -n $TRACER_PID ]] && t1=$(cpu_ticks "$TRACER_PID")
+  t1=0 t1_ns=0
+  [[ -n $TRACER_PID ]] && t1=$(cpu_ticks "$TRACER_PID") && t1_ns=$(cpu_ns "$TRACER_PID")
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/$tag.wrk")
   [[ -n $rps ]] || { cat "$TMP/$tag.wrk" >&2; die "wrk printed no Requests/sec"; }
   reqs=$(awk '/requests in/ { print $1 }' "$TMP/$tag.wrk")
@@ -329,7 +334,7 @@ measure() { # config round [profile]
   local cpu_us tr_pct all_us
   all_us=$(awk -v p=$((c1 - c0 + u1 - u0 + t1 - t0)) -v t="$tck" -v w="$wrk_s" -v n="$reqs" 'BEGIN { printf "%.1f", n ? (p / t + w) * 1e6 / n : 0 }')
   cpu_us=$(awk -v d=$((c1 - c0)) -v t="$tck" -v n="$reqs" 'BEGIN { printf "%.1f", n ? d / t * 1e6 / n : 0 }')
-  tr_pct=$(awk -v d=$((t1 - t0)) -v t="$tck" -v w="$wall" 'BEGIN { printf "%.1f", d / t / w * 100 }')
+  tr_pct=$(awk -v d=$((t1_ns - t0_ns)) -v w="$wall" 'BEGIN { printf "%.2f", d / 1e9 / w * 100 }')
 
   if ((profile)) && [[ -n $TRACER_PID ]]; then
     local ids
@@ -438,7 +443,36 @@ REPORT=$TMP/report.md
       if (f - b > 0) printf " (%.0f%% of the floor'"'"'s own cost)", (w - f) * 100 / (f - b)
       printf ".\n" }'
   fi
+  # Paired by round: each round's configurations ran back to back, so a round's CPU ratio to its own
+  # baseline cancels the slow drift of this machine's speed (not the second-to-second noise).
+  awk -F'\t' '{ key = $1 SUBSEP $2; all[key] = $10; if ($1 != "baseline") { if (!($1 in seen)) order[++n] = $1; seen[$1] = 1 } }
+    END { for (i = 1; i <= n; i++) { c = order[i]; m = 0
+        for (k in all) { split(k, f, SUBSEP); if (f[1] != c || !(("baseline" SUBSEP f[2]) in all) || all[k] <= 0) continue
+          r[++m] = all["baseline" SUBSEP f[2]] / all[k] }
+        if (!m) continue
+        for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++) if (r[b] < r[a]) { t = r[a]; r[a] = r[b]; r[b] = t }
+        med = m % 2 ? r[(m + 1) / 2] : (r[m / 2] + r[m / 2 + 1]) / 2
+        line = line sprintf("%s%s %.3f (%.3f..%.3f)", line == "" ? "" : "; ", c, med, r[1], r[m]) }
+      if (line != "") printf "CPU ratio paired by round (median, min..max over rounds): %s.\n", line }' "$RAW"
 } >"$REPORT"
+
+# watch's own cost from the counters that do not move with the machine's speed: its programs' time
+# above the floor's (bpf_stats, profile round) and its process's CPU per request (timed rounds).
+# It leaves out what only the timed rounds can see (cache effects on nginx), so it is a lower bound.
+modelled_cost() { # config -> "Δ µs/req, modelled CPU ratio" line, or nothing without the data
+  local cfg=$1 prog floor_prog rps pct
+  [[ -s $TMP/profile.tsv && -s $TMP/profile-reqs.tsv ]] || return 0
+  prog=$(awk -F'\t' -v c="$cfg" -v dur="$DURATION" -v warm="$WARMUP" 'NR == FNR { if ($1 == c) n = $2; next }
+    $1 == c && n > 0 { t += $3 / n * dur / (dur + warm) } END { if (n > 0) printf "%.0f", t }' "$TMP/profile-reqs.tsv" "$TMP/profile.tsv")
+  floor_prog=$(awk -F'\t' -v dur="$DURATION" -v warm="$WARMUP" 'NR == FNR { if ($1 == "floor") n = $2; next }
+    $1 == "floor" && n > 0 { t += $3 / n * dur / (dur + warm) } END { if (n > 0) printf "%.0f", t }' "$TMP/profile-reqs.tsv" "$TMP/profile.tsv")
+  [[ -n $prog && -n $floor_prog ]] || return 0
+  rps=$(col_median "$cfg" 3)
+  pct=$(col_median "$cfg" 7)
+  awk -v c="$cfg" -v p="$prog" -v f="$floor_prog" -v rps="$rps" -v pct="$pct" -v b="$(col_median baseline 10)" 'BEGIN {
+    user = rps > 0 ? pct / 100 * 1e6 / rps : 0; d = (p - f) / 1000 + user
+    printf "%s from stable counters: programs %.2f us/req above the floor'"'"'s (%d vs %d ns, bpf_stats), process %.2f us/req (%.2f%% of a core at %.0f req/s): %+.2f us/req, modelled CPU ratio %.3f (a lower bound of the cost: cache effects on nginx are not in it).\n", c, (p - f) / 1000, p, f, user, pct, rps, d, b / (b + d) }'
+}
 
 if ((PROFILE)) && [[ -s $TMP/profile.tsv ]]; then
   {
@@ -459,6 +493,8 @@ if ((PROFILE)) && [[ -s $TMP/profile.tsv ]]; then
       }
       END { for (c in tot) printf "| %s | **all programs** | | | | | **%.0f** |\n", c, tot[c] }
     ' "$TMP/profile-reqs.tsv" "$TMP/profile.tsv"
+    echo
+    for cfg in why502-watch why502-watch-b; do modelled_cost "$cfg"; done
   } >>"$REPORT"
 fi
 
