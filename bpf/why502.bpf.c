@@ -147,15 +147,12 @@ static __always_inline __u32 conn_bucket_of(__u64 key)
 	return (__u32)((key * 0x9E3779B97F4A7C15ULL) >> 32) & (CONN_BUCKETS - 1);
 }
 
-/* The followed connection of this socket, or NULL; *slot_out names its slot for conn_release. */
-static __always_inline struct conn_info *conn_find(__u64 key, __u32 *slot_out)
+/* The followed connection of this socket in its bucket, or NULL; *slot_out names its slot. */
+static __always_inline struct conn_info *conn_in_bucket(const struct conn_bucket *b, __u32 bucket,
+							__u64 key, __u32 *slot_out)
 {
-	__u32 bucket = conn_bucket_of(key);
-	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
 	__u32 slot;
 
-	if (!b || !key)
-		return NULL;
 #pragma unroll
 	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
 		if (b->sk[i] == key) {
@@ -167,18 +164,31 @@ static __always_inline struct conn_info *conn_find(__u64 key, __u32 *slot_out)
 	return NULL;
 }
 
+/* The followed connection of this socket, or NULL; *slot_out names its slot for conn_release. */
+static __always_inline struct conn_info *conn_find(__u64 key, __u32 *slot_out)
+{
+	__u32 bucket = conn_bucket_of(key);
+	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+
+	if (!b || !key)
+		return NULL;
+	return conn_in_bucket(b, bucket, key, slot_out);
+}
+
 /* Claim a slot for a socket entering SYN_SENT; an entry for the same address (a socket whose
  * CLOSE we never saw, its memory reused) is taken over rather than duplicated. */
 static __always_inline struct conn_info *conn_claim(__u64 key)
 {
 	__u32 bucket = conn_bucket_of(key), slot;
 	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+	struct conn_info *ci;
 	int got = -1;
 
 	if (!b || !key)
 		return NULL;
-	if (conn_find(key, &slot))
-		return bpf_map_lookup_elem(&conns, &slot);
+	ci = conn_in_bucket(b, bucket, key, &slot);
+	if (ci)
+		return ci;
 #pragma unroll
 	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
 		if (got < 0 && b->sk[i] == 0 && __sync_val_compare_and_swap(&b->sk[i], 0, key) == 0)
