@@ -24,6 +24,7 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
 CONFIGS=${CONFIGS:-"baseline floor why502-watch why502-events bpftrace"}
 PROFILE=${PROFILE:-1}           # 0: skip the bpf_stats profile round
+PROFILE_ROUNDS=${PROFILE_ROUNDS:-1} # profile rounds (order rotated); their counters are pooled
 PROXY_WORKERS=${PROXY_WORKERS:-1}
 PROXY_CPUS=${PROXY_CPUS:-0}     # proxy nginx workers (the measured process)
 LOAD_CPUS=${LOAD_CPUS:-1}       # upstream nginx + wrk
@@ -386,9 +387,12 @@ if ((PROFILE)); then
   fi
   : >"$TMP/profile.tsv"
   : >"$TMP/profile-reqs.tsv"
-  for cfg in "${CFGS[@]}"; do
-    [[ $cfg == baseline ]] && continue
-    measure "$cfg" P 1
+  for ((pr = 1; pr <= PROFILE_ROUNDS; pr++)); do
+    for ((k = 0; k < n; k++)); do
+      cfg=${CFGS[(k + pr - 1) % n]}
+      [[ $cfg == baseline ]] && continue
+      measure "$cfg" "P$pr" 1
+    done
   done
   if ((STATS_TOUCHED)); then
     echo "$STATS_ORIG" >/proc/sys/kernel/bpf_stats_enabled
@@ -459,13 +463,16 @@ REPORT=$TMP/report.md
 # watch's own cost from the counters that do not move with the machine's speed: its programs' time
 # above the floor's (bpf_stats, profile round) and its process's CPU per request (timed rounds).
 # It leaves out what only the timed rounds can see (cache effects on nginx), so it is a lower bound.
+profiled_ns_per_req() { # config -> its programs' ns per measured request, all profile rounds pooled
+  awk -F'\t' -v c="$1" -v dur="$DURATION" -v warm="$WARMUP" 'NR == FNR { if ($1 == c) n += $2; next }
+    $1 == c { t += $3 } END { if (n > 0) printf "%.0f", t / n * dur / (dur + warm) }' "$TMP/profile-reqs.tsv" "$TMP/profile.tsv"
+}
+
 modelled_cost() { # config -> "Δ µs/req, modelled CPU ratio" line, or nothing without the data
   local cfg=$1 prog floor_prog rps pct
   [[ -s $TMP/profile.tsv && -s $TMP/profile-reqs.tsv ]] || return 0
-  prog=$(awk -F'\t' -v c="$cfg" -v dur="$DURATION" -v warm="$WARMUP" 'NR == FNR { if ($1 == c) n = $2; next }
-    $1 == c && n > 0 { t += $3 / n * dur / (dur + warm) } END { if (n > 0) printf "%.0f", t }' "$TMP/profile-reqs.tsv" "$TMP/profile.tsv")
-  floor_prog=$(awk -F'\t' -v dur="$DURATION" -v warm="$WARMUP" 'NR == FNR { if ($1 == "floor") n = $2; next }
-    $1 == "floor" && n > 0 { t += $3 / n * dur / (dur + warm) } END { if (n > 0) printf "%.0f", t }' "$TMP/profile-reqs.tsv" "$TMP/profile.tsv")
+  prog=$(profiled_ns_per_req "$cfg")
+  floor_prog=$(profiled_ns_per_req floor)
   [[ -n $prog && -n $floor_prog ]] || return 0
   rps=$(col_median "$cfg" 3)
   pct=$(col_median "$cfg" 7)
@@ -477,21 +484,29 @@ modelled_cost() { # config -> "Δ µs/req, modelled CPU ratio" line, or nothing 
 if ((PROFILE)) && [[ -s $TMP/profile.tsv ]]; then
   {
     echo
-    echo "Profile round (kernel.bpf_stats_enabled=1, one ${DURATION}s run per tracer, not in the ratios above;"
-    echo "counters cover the tracer's whole life: warm-up + run; runs/req divides by the measured requests only):"
+    echo "Profile ($PROFILE_ROUNDS round(s), order rotated, counters pooled; kernel.bpf_stats_enabled=1, one ${DURATION}s run"
+    echo "per tracer per round, not in the ratios above; counters cover each tracer's whole life: warm-up + run;"
+    echo "runs/req divides by the measured requests only):"
     echo
     echo "| tracer | program | runs | runs/s | runs/req | ns/run | ns/req |"
     echo "|---|---|---:|---:|---:|---:|---:|"
     awk -F'\t' -v dur="$DURATION" -v warm="$WARMUP" '
-      NR == FNR { reqs[$1] = $2; next }
+      NR == FNR { reqs[$1] += $2; rounds[$1]++; next }
       {
-        cfg = $1; name = $2; rt = $3; rc = $4
-        n = reqs[cfg]; t = dur + warm
-        if (rc == 0) { printf "| %s | %s | 0 | 0 | 0 | - | 0 |\n", cfg, name; next }
-        printf "| %s | %s | %d | %.0f | %.2f | %.0f | %.0f |\n", cfg, name, rc, rc / t, rc / n * dur / t, rt / rc, rt / n * dur / t
-        tot[cfg] += rt / n * dur / t
+        key = $1 SUBSEP $2
+        if (!(key in rt)) order[++m] = key
+        rt[key] += $3; rc[key] += $4
       }
-      END { for (c in tot) printf "| %s | **all programs** | | | | | **%.0f** |\n", c, tot[c] }
+      END {
+        for (i = 1; i <= m; i++) {
+          split(order[i], f, SUBSEP); cfg = f[1]; name = f[2]
+          n = reqs[cfg]; t = (dur + warm) * rounds[cfg]; r = rc[order[i]]
+          if (r == 0) { printf "| %s | %s | 0 | 0 | 0 | - | 0 |\n", cfg, name; continue }
+          printf "| %s | %s | %d | %.0f | %.2f | %.0f | %.0f |\n", cfg, name, r, r / t, r / n * dur * rounds[cfg] / t, rt[order[i]] / r, rt[order[i]] / n * dur * rounds[cfg] / t
+          tot[cfg] += rt[order[i]] / n * dur * rounds[cfg] / t
+        }
+        for (c in tot) printf "| %s | **all programs** | | | | | **%.0f** |\n", c, tot[c]
+      }
     ' "$TMP/profile-reqs.tsv" "$TMP/profile.tsv"
     echo
     for cfg in why502-watch why502-watch-b; do modelled_cost "$cfg"; done
