@@ -101,20 +101,50 @@ struct conn_info {
 	__u8 pad;
 };
 
-/* The connection table: a fixed array of buckets of eight socket addresses, and a parallel array
- * of conn_info, one per slot. Not socket-local storage: creating and deleting a storage element per
+/* Every loss, per site and CPU (enum why502_loss_site). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WHY502_LOSS_SITES);
+	__type(key, __u32);
+	__type(value, __u64);
+} losses SEC(".maps");
+
+static __always_inline void count_loss(__u32 site)
+{
+	__u64 *n = bpf_map_lookup_elem(&losses, &site);
+
+	if (n)
+		*n += 1;
+}
+
+/* The connection table: a fixed array of buckets of eight socket cookies, and a parallel array of
+ * conn_info, one per slot. Not socket-local storage: creating and deleting a storage element per
  * upstream connection (an allocation, two locks, an RCU free) was most of the program's cost: 266
  * ns/run against 158 with this table, 10 runs per proxied request (bench, bpf_stats, keepalive off;
- * docs/DESIGN.md). Array lookups
- * are inlined by the verifier; a socket we do not follow costs one cache line of eight compares.
- * A slot is claimed with a compare-and-swap (two workers may connect at once on two CPUs) and freed
- * at the socket's CLOSE, which every TCP socket passes through before it is freed. A full bucket is
- * a counted loss (WHY502_LOSS_CONN_MAP), never an overwrite. */
+ * docs/DESIGN.md). Array lookups are inlined by the verifier.
+ *
+ * Keyed by the socket's cookie, which conn_start gives the socket at its SYN_SENT: a socket starts
+ * with none (sk_alloc zeroes it, sk_clone_lock resets it), so every other socket leaves on one load
+ * from struct sock (conn_find), and a followed one is found without a probe read of its
+ * address (the verifier forbids arithmetic on the trusted pointer): ~100 ns less per followed
+ * transition than address keys (bench/results, DESIGN.md). A cookie is never reused, so a stale
+ * entry cannot be taken for another socket, as a reused address could. A slot is claimed with a
+ * compare-and-swap (two workers may connect at once on two CPUs) and freed at the socket's CLOSE,
+ * which every TCP socket passes through before it is freed; a CLOSE the kernel skipped (a run
+ * missed to recursion) would leave its entry behind, so a full bucket gives its oldest entry to the
+ * new connection, counted as a loss (WHY502_LOSS_CONN_MAP), never silently. */
 #define CONN_SLOTS_PER_BUCKET 8
-#define CONN_BUCKETS 4096 /* 32768 connections of watched processes in flight */
+/* Two candidate buckets per cookie: one among a few hot buckets, tried first, and one in the large
+ * overflow. The hot part (4 KiB of buckets, 45 KiB of conn_info) stays in cache, so a proxy with up
+ * to a few hundred connections in flight never touches a cold line; a table sized for 32768
+ * connections alone cost a cache miss or two per new connection (a random bucket and conn_info in
+ * 3 MB): 146 → 126 ns/run in the bench's A/B (DESIGN.md). */
+#define CONN_HOT_BUCKETS 64
+#define CONN_OVERFLOW_BUCKETS 4096
+#define CONN_BUCKETS (CONN_HOT_BUCKETS + CONN_OVERFLOW_BUCKETS) /* 33280 connections in flight */
 
 struct conn_bucket {
-	__u64 sk[CONN_SLOTS_PER_BUCKET]; /* socket address, 0 when free */
+	__u64 cookie[CONN_SLOTS_PER_BUCKET]; /* socket cookie, 0 when free */
 };
 
 struct {
@@ -131,71 +161,134 @@ struct {
 	__type(value, struct conn_info);
 } conns SEC(".maps");
 
-/* The socket's address as a number: the verifier forbids arithmetic on the trusted tp_btf
- * pointer, so it is read back from the program's context (argument 0 of every hook using it). */
-static __always_inline __u64 sock_key(const void *ctx_arg0)
+/* The socket's cookie without creating one: 0 for every socket nobody asked a cookie of. */
+static __always_inline __u64 sock_cookie_if_any(const struct sock *sk)
 {
-	__u64 key = 0;
-
-	bpf_probe_read_kernel(&key, sizeof(key), ctx_arg0);
-	return key;
+	return sk->__sk_common.skc_cookie.counter;
 }
 
-static __always_inline __u32 conn_bucket_of(__u64 key)
+/* Fibonacci hashing (cookies are handed out in per-CPU runs of consecutive numbers): the hot
+ * bucket from the hash's low bits, the overflow bucket from the bits above them. */
+static __always_inline __u32 conn_hash(__u64 cookie)
 {
-	/* Fibonacci hashing: slab addresses share their low bits. */
-	return (__u32)((key * 0x9E3779B97F4A7C15ULL) >> 32) & (CONN_BUCKETS - 1);
+	return (__u32)((cookie * 0x9E3779B97F4A7C15ULL) >> 32);
 }
 
-/* The followed connection of this socket in its bucket, or NULL; *slot_out names its slot. */
-static __always_inline struct conn_info *conn_in_bucket(const struct conn_bucket *b, __u32 bucket,
-							__u64 key, __u32 *slot_out)
+static __always_inline __u32 conn_hot_bucket(__u32 hash)
 {
-	__u32 slot;
+	return hash & (CONN_HOT_BUCKETS - 1);
+}
 
+static __always_inline __u32 conn_overflow_bucket(__u32 hash)
+{
+	return CONN_HOT_BUCKETS + ((hash >> 6) & (CONN_OVERFLOW_BUCKETS - 1));
+}
+
+/* The slot holding this cookie in this bucket, or -1. */
+static __always_inline long conn_slot_in_bucket(__u32 bucket, __u64 cookie)
+{
+	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+
+	if (!b)
+		return -1;
 #pragma unroll
 	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
-		if (b->sk[i] == key) {
-			slot = bucket * CONN_SLOTS_PER_BUCKET + i;
-			*slot_out = slot;
-			return bpf_map_lookup_elem(&conns, &slot);
+		if (b->cookie[i] == cookie)
+			return bucket * CONN_SLOTS_PER_BUCKET + i;
+	}
+	return -1;
+}
+
+/* The followed connection with this cookie, or NULL; *slot_out names its slot. */
+static __always_inline struct conn_info *conn_find_cookie(__u64 cookie, __u32 *slot_out)
+{
+	__u32 hash = conn_hash(cookie), slot;
+	long found = conn_slot_in_bucket(conn_hot_bucket(hash), cookie);
+
+	if (found < 0)
+		found = conn_slot_in_bucket(conn_overflow_bucket(hash), cookie);
+	if (found < 0)
+		return NULL;
+	slot = (__u32)found;
+	*slot_out = slot;
+	return bpf_map_lookup_elem(&conns, &slot);
+}
+
+/* The followed connection of this socket, or NULL; *slot_out names its slot for conn_release.
+ * A socket without a cookie was never ours (someone else's cookie merely costs the lookup). */
+static __always_inline struct conn_info *conn_find(const struct sock *sk, __u32 *slot_out)
+{
+	__u64 cookie = sock_cookie_if_any(sk);
+
+	return cookie ? conn_find_cookie(cookie, slot_out) : NULL;
+}
+
+/* Take a free slot of this bucket for the cookie; -1 if it has none. */
+static __always_inline int conn_take_free(__u32 bucket, __u64 cookie)
+{
+	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+
+	if (!b)
+		return -1;
+#pragma unroll
+	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
+		if (b->cookie[i] == 0 && __sync_val_compare_and_swap(&b->cookie[i], 0, cookie) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* Give the slot of this full bucket whose connection began longest ago to the cookie. */
+static __always_inline int conn_take_oldest(__u32 bucket, __u64 cookie)
+{
+	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+	__u64 oldest = ~0ULL;
+	int pick = 0;
+
+	if (!b)
+		return -1;
+#pragma unroll
+	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
+		__u32 slot = bucket * CONN_SLOTS_PER_BUCKET + i;
+		struct conn_info *ci = bpf_map_lookup_elem(&conns, &slot);
+
+		if (ci && ci->ts_syn_sent < oldest) {
+			oldest = ci->ts_syn_sent;
+			pick = i;
 		}
 	}
-	return NULL;
+	pick &= CONN_SLOTS_PER_BUCKET - 1;
+	b->cookie[pick] = cookie;
+	return pick;
 }
 
-/* The followed connection of this socket, or NULL; *slot_out names its slot for conn_release. */
-static __always_inline struct conn_info *conn_find(__u64 key, __u32 *slot_out)
+/* Claim a slot for a socket entering SYN_SENT (a socket may connect again after a failed attempt:
+ * its entry is reused): its hot bucket, else its overflow bucket, else the overflow bucket's
+ * oldest entry, counted, since either it was left behind by a skipped CLOSE or the table is truly
+ * full and that connection is no longer followed. */
+static __always_inline struct conn_info *conn_claim(__u64 cookie)
 {
-	__u32 bucket = conn_bucket_of(key);
-	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
-
-	if (!b || !key)
-		return NULL;
-	return conn_in_bucket(b, bucket, key, slot_out);
-}
-
-/* Claim a slot for a socket entering SYN_SENT; an entry for the same address (a socket whose
- * CLOSE we never saw, its memory reused) is taken over rather than duplicated. */
-static __always_inline struct conn_info *conn_claim(__u64 key)
-{
-	__u32 bucket = conn_bucket_of(key), slot;
-	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+	__u32 hash = conn_hash(cookie), bucket, slot;
 	struct conn_info *ci;
-	int got = -1;
+	int got;
 
-	if (!b || !key)
+	if (!cookie)
 		return NULL;
-	ci = conn_in_bucket(b, bucket, key, &slot);
+	ci = conn_find_cookie(cookie, &slot);
 	if (ci)
 		return ci;
-#pragma unroll
-	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
-		if (got < 0 && b->sk[i] == 0 && __sync_val_compare_and_swap(&b->sk[i], 0, key) == 0)
-			got = i;
+	bucket = conn_hot_bucket(hash);
+	got = conn_take_free(bucket, cookie);
+	if (got < 0) {
+		bucket = conn_overflow_bucket(hash);
+		got = conn_take_free(bucket, cookie);
 	}
-	if (got < 0)
-		return NULL;
+	if (got < 0) {
+		count_loss(WHY502_LOSS_CONN_MAP);
+		got = conn_take_oldest(bucket, cookie);
+		if (got < 0)
+			return NULL;
+	}
 	slot = bucket * CONN_SLOTS_PER_BUCKET + (got & (CONN_SLOTS_PER_BUCKET - 1));
 	return bpf_map_lookup_elem(&conns, &slot);
 }
@@ -206,23 +299,15 @@ static __always_inline void conn_release(__u32 slot)
 	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
 
 	if (b)
-		b->sk[slot & (CONN_SLOTS_PER_BUCKET - 1)] = 0;
+		b->cookie[slot & (CONN_SLOTS_PER_BUCKET - 1)] = 0;
 }
 
-static __always_inline struct conn_info *conn_of(const void *ctx_arg0)
+static __always_inline struct conn_info *conn_of(const struct sock *sk)
 {
 	__u32 slot;
 
-	return conn_find(sock_key(ctx_arg0), &slot);
+	return conn_find(sk, &slot);
 }
-
-/* Every loss, per site and CPU (enum why502_loss_site). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, WHY502_LOSS_SITES);
-	__type(key, __u32);
-	__type(value, __u64);
-} losses SEC(".maps");
 
 /* Per-CPU one-second window for the host-record rate limit. */
 struct rate_window {
@@ -240,14 +325,6 @@ struct {
 /* Windows in host_rate. */
 #define RATE_HOST 0
 #define RATE_LISTEN 1
-
-static __always_inline void count_loss(__u32 site)
-{
-	__u64 *n = bpf_map_lookup_elem(&losses, &site);
-
-	if (n)
-		*n += 1;
-}
 
 /* Reserve a record and fill the header; counts the loss when the buffer is full. */
 static __always_inline void *reserve(__u64 size, __u32 kind, __u32 flags)
@@ -512,11 +589,10 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 			return 0;
 		if (sk->sk_protocol != IPPROTO_TCP)
 			return 0;
-		ci = conn_claim(sock_key(&ctx[0]));
-		if (!ci) {
-			count_loss(WHY502_LOSS_CONN_MAP);
+		/* The cookie is the connection's key, and the mark conn_find looks for. */
+		ci = conn_claim(bpf_get_socket_cookie((void *)sk));
+		if (!ci)
 			return 0;
-		}
 		__builtin_memset(ci, 0, sizeof(*ci));
 		ci->pid = id >> 32;
 		ci->tid = (__u32)id;
@@ -535,7 +611,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 	} else if (newstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE) {
 		return 0;
 	}
-	ci = conn_find(sock_key(&ctx[0]), &slot);
+	ci = conn_find(sk, &slot);
 	if (!ci)
 		return 0;
 	switch (newstate) {
@@ -561,7 +637,7 @@ int BPF_PROG(on_inet_sock_set_state, const struct sock *sk, const int oldstate, 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 {
-	struct conn_info *ci = conn_of(&ctx[0]);
+	struct conn_info *ci = conn_of(sk);
 
 	if (!ci)
 		return 0;
@@ -573,7 +649,7 @@ int BPF_PROG(on_tcp_receive_reset, struct sock *sk)
 SEC("tp_btf/inet_sk_error_report")
 int BPF_PROG(on_inet_sk_error_report, const struct sock *sk)
 {
-	struct conn_info *ci = conn_of(&ctx[0]);
+	struct conn_info *ci = conn_of(sk);
 
 	if (!ci)
 		return 0;
@@ -586,7 +662,7 @@ int BPF_PROG(on_inet_sk_error_report, const struct sock *sk)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
-	struct conn_info *ci = conn_of(&ctx[0]);
+	struct conn_info *ci = conn_of(sk);
 
 	if (!ci)
 		return 0;

@@ -213,7 +213,7 @@ struct why502_unix_listener_exit {
 /* Per-CPU loss counters: index into the `drop_counters` percpu array. */
 enum why502_loss_site {
 	WHY502_LOSS_RINGBUF = 0,   /* bpf_ringbuf_reserve failed: userspace too slow */
-	WHY502_LOSS_CONN_MAP = 1,  /* no free slot for a new connection in the connection table */
+	WHY502_LOSS_CONN_MAP = 1,  /* connection table bucket full: its oldest connection no longer followed */
 	WHY502_LOSS_WATCH_MAP = 2, /* watched-process map full */
 	WHY502_LOSS_RATE_LIMIT = 3, /* host-wide record suppressed by the rate limit */
 	WHY502_LOSS_FD_WALK = 4,   /* a dying process had more descriptors than the walk reads */

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
@@ -70,6 +71,84 @@ TEST(KernelCapture, ConnectToClosedPortV4IsRstInSynSent) {
   for (const auto &r : cap.of<ResetSent>())
     rst_sent |= r.src.port == port && r.dst.port == c->local.port && !r.has_socket;
   EXPECT_TRUE(rst_sent) << dump(cap);
+}
+
+// The connection table is keyed by the socket's cookie, given at SYN_SENT: a socket that connects
+// again after a refusal keeps its cookie, and each attempt must still be a record of its own.
+TEST(KernelCapture, ASocketConnectingAgainAfterARefusalGivesARecordPerAttempt) {
+  uint16_t port = closed_port();
+  auto cap = run_watched([&] {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a = {};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    for (int attempt = 0; attempt < 2; attempt++) {
+      if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0 || errno != ECONNREFUSED)
+        _exit(93);
+      sleep_s(0.05);
+    }
+    close(fd);
+  });
+  std::vector<ConnFail> refused;
+  for (const auto &c : cap.of<ConnFail>(cap.pid))
+    if (c.failure == ConnFailure::RstInSynSent && c.remote.port == port)
+      refused.push_back(c);
+  ASSERT_EQ(refused.size(), 2u) << dump(cap);
+  EXPECT_EQ(refused[0].sk_err, ECONNREFUSED);
+  EXPECT_EQ(refused[1].sk_err, ECONNREFUSED);
+  // The second attempt starts its own record: its SYN_SENT follows the first one's close.
+  EXPECT_GE(refused[1].ts_syn_sent, refused[0].ts_close) << dump(cap);
+  EXPECT_NE(refused[0].conn_id, refused[1].conn_id);
+}
+
+// A socket that already has a cookie (SO_COOKIE, sock_diag or another BPF tool asked for one) is
+// followed the same; a socket of an unwatched process with a cookie is not taken for ours.
+TEST(KernelCapture, SocketsWithCookiesFromElsewhereAreFollowedOnlyWhenWatched) {
+  uint16_t port = closed_port();
+  auto cookie_of = [](int fd) {
+    uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 ? cookie : 0;
+  };
+  // An unwatched neighbour's socket, cookie asked for, refused while the watched process runs.
+  pid_t neighbour = fork();
+  if (neighbour == 0) {
+    for (int i = 0; i < 20; i++) {
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      if (cookie_of(fd) == 0)
+        _exit(94);
+      sockaddr_in a = {};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+      (void)!connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a));
+      sleep_s(0.05);
+      close(fd);
+    }
+    _exit(0);
+  }
+  auto cap = run_watched([&] {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (cookie_of(fd) == 0)
+      _exit(94);
+    sockaddr_in a = {};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    (void)!connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a));
+    sleep_s(0.2);
+    close(fd);
+  });
+  int status = 0;
+  waitpid(neighbour, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto mine = cap.of<ConnFail>(cap.pid);
+  ASSERT_EQ(mine.size(), 1u) << dump(cap);
+  EXPECT_EQ(mine[0].failure, ConnFailure::RstInSynSent);
+  EXPECT_EQ(mine[0].remote.port, port);
+  for (const auto &c : cap.of<ConnFail>())
+    EXPECT_EQ(c.pid, uint32_t(cap.pid)) << "a record for an unwatched process\n" << dump(cap);
 }
 
 TEST(KernelCapture, ConnectToClosedPortV6IsRstInSynSent) {
