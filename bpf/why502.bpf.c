@@ -143,6 +143,11 @@ static __always_inline void count_loss(__u32 site)
 #define CONN_OVERFLOW_BUCKETS 4096
 #define CONN_BUCKETS (CONN_HOT_BUCKETS + CONN_OVERFLOW_BUCKETS) /* 33280 connections in flight */
 
+/* The buckets in use, powers of two no larger than the above: set by the loader before load, so
+ * tests can fill a tiny table (TracerOptions::conn_table_buckets). */
+const volatile __u32 conn_hot_buckets = CONN_HOT_BUCKETS;
+const volatile __u32 conn_overflow_buckets = CONN_OVERFLOW_BUCKETS;
+
 struct conn_bucket {
 	__u64 cookie[CONN_SLOTS_PER_BUCKET]; /* socket cookie, 0 when free */
 };
@@ -168,7 +173,7 @@ static __always_inline __u64 sock_cookie_if_any(const struct sock *sk)
 }
 
 /* Fibonacci hashing (cookies are handed out in per-CPU runs of consecutive numbers): the hot
- * bucket from the hash's low bits, the overflow bucket from the bits above them. */
+ * bucket from the hash's low bits, the overflow bucket from its upper half. */
 static __always_inline __u32 conn_hash(__u64 cookie)
 {
 	return (__u32)((cookie * 0x9E3779B97F4A7C15ULL) >> 32);
@@ -176,12 +181,12 @@ static __always_inline __u32 conn_hash(__u64 cookie)
 
 static __always_inline __u32 conn_hot_bucket(__u32 hash)
 {
-	return hash & (CONN_HOT_BUCKETS - 1);
+	return hash & (conn_hot_buckets - 1) & (CONN_HOT_BUCKETS - 1);
 }
 
 static __always_inline __u32 conn_overflow_bucket(__u32 hash)
 {
-	return CONN_HOT_BUCKETS + ((hash >> 6) & (CONN_OVERFLOW_BUCKETS - 1));
+	return CONN_HOT_BUCKETS + ((hash >> 16) & (conn_overflow_buckets - 1) & (CONN_OVERFLOW_BUCKETS - 1));
 }
 
 /* The slot holding this cookie in this bucket, or -1. */

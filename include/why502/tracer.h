@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "why502/kernel_event.h"
@@ -24,6 +25,9 @@ struct TracerOptions {
   // kernel's slow path (bench/: most of why502's cost to nginx). On demand, the syscall programs
   // are loaded and verified at start but attached only by arm_syscall_probes().
   bool syscall_probes_on_demand = false;
+  // The connection table's buckets in use (8 connections each): {hot, overflow}, powers of two no
+  // larger than the compiled 64 and 4096; {0, 0} uses those. Tests make it tiny to fill it.
+  std::pair<uint32_t, uint32_t> conn_table_buckets = {0, 0};
 };
 
 
@@ -48,11 +52,12 @@ struct LossCounters {
   uint64_t watch_map_full = 0;
   uint64_t host_rate_limited = 0;
   uint64_t undecodable = 0; // userspace: records the decoder rejected
+  uint64_t runs_missed = 0; // program runs the kernel skipped (recursion on a CPU): evidence may be lost
   // Dying processes whose descriptor table was larger than the unix-listener walk reads (its
   // listeners past the cap may be missed; not a lost record, so not in total()).
   uint64_t fd_walks_capped = 0;
   uint64_t total() const {
-    return ringbuf_full + conn_map_full + watch_map_full + host_rate_limited + undecodable;
+    return ringbuf_full + conn_map_full + watch_map_full + host_rate_limited + undecodable + runs_missed;
   }
 };
 

@@ -314,6 +314,15 @@ Tracer::Tracer(const TracerOptions &opts) : impl_(std::make_unique<Impl>()) {
   // Only there for its BTF (the ABI layout check): no kernel map for it.
   bpf_map__set_autocreate(skel->maps.abi_types, false);
   skel->rodata->host_records_per_sec = opts.host_records_per_sec;
+  auto [hot, overflow] = opts.conn_table_buckets;
+  auto bucket_count_ok = [](uint32_t n, uint32_t max) { return n == 0 || (n <= max && (n & (n - 1)) == 0); };
+  if (!bucket_count_ok(hot, skel->rodata->conn_hot_buckets) ||
+      !bucket_count_ok(overflow, skel->rodata->conn_overflow_buckets))
+    throw Error("connection table buckets must be powers of two no larger than the compiled sizes");
+  if (hot)
+    skel->rodata->conn_hot_buckets = hot;
+  if (overflow)
+    skel->rodata->conn_overflow_buckets = overflow;
 
   // Leave out what this kernel lacks, so the rest still loads. tracefs is needed only here, for the
   // classic tracepoints' ids: a mount made for this is undone when the constructor returns or throws.
@@ -470,6 +479,16 @@ LossCounters Tracer::losses() const {
   out.host_rate_limited = sum(WHY502_LOSS_RATE_LIMIT);
   out.fd_walks_capped = sum(WHY502_LOSS_FD_WALK);
   out.undecodable = impl_->undecodable;
+  // Runs the kernel skipped because the same program was already running on that CPU (a softirq
+  // interrupting it): each may have been a record or a transition of a followed connection.
+  bpf_program *prog;
+  bpf_object__for_each_program(prog, impl_->skel->obj) {
+    int fd = bpf_program__fd(prog);
+    bpf_prog_info info = {};
+    uint32_t len = sizeof(info);
+    if (fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0)
+      out.runs_missed += info.recursion_misses;
+  }
   return out;
 }
 

@@ -279,6 +279,7 @@ void Metrics::totals(const MetricsTotals &t) {
   m.mirror(m.lost, {{"site", "conn_map_full"}}, t.losses.conn_map_full);
   m.mirror(m.lost, {{"site", "watch_map_full"}}, t.losses.watch_map_full);
   m.mirror(m.lost, {{"site", "undecodable"}}, t.losses.undecodable);
+  m.mirror(m.lost, {{"site", "runs_missed"}}, t.losses.runs_missed);
   m.mirror(m.rate_limited, {}, t.losses.host_rate_limited);
   m.mirror(m.log_lines, {{"log", "error"}, {"result", "parsed"}}, t.error_lines_parsed);
   m.mirror(m.log_lines, {{"log", "error"}, {"result", "unparsed"}}, t.error_lines_unparsed);

@@ -46,8 +46,9 @@ inline Tracer &shared_tracer() {
 
 // Forks a child that waits until it is watched, runs `fault`, and exits.
 // Collects every record until `linger` after the child has exited.
-inline Capture run_watched(const std::function<void()> &fault, double linger_s = 0.5, double max_s = 15) {
-  Tracer &tracer = shared_tracer();
+inline Capture run_watched(const std::function<void()> &fault, double linger_s = 0.5, double max_s = 15,
+                           Tracer *own_tracer = nullptr) {
+  Tracer &tracer = own_tracer ? *own_tracer : shared_tracer();
   tracer.poll(0, [](const KernelEvent &) {}); // drop what earlier tests left
   int go[2];
   if (pipe(go) != 0)

@@ -551,3 +551,96 @@ TEST(KernelCapture, NoLossesAtTestRates) {
   EXPECT_EQ(l.conn_map_full, 0u);
   EXPECT_EQ(l.undecodable, 0u);
 }
+
+// A full connection table: a bucket with no free slot gives its oldest connection's slot to the new
+// one and counts it. With one hot and one overflow bucket (16 slots), connections 1-8 take the hot
+// bucket, 9-16 the overflow; 17-20 and then a refused 21st evict 9-13 in turn. So when the peer
+// resets all twenty, exactly 1-8 and 14-20 are still followed and give a record; the refusal, in its
+// evicted slot, gives one too.
+TEST(KernelCapture, AFullConnectionTableGivesItsOldestSlotAndCountsIt) {
+  TracerOptions opts;
+  opts.conn_table_buckets = {1, 1};
+  Tracer tracer(opts);
+  constexpr int kConnections = 20;
+  Listener l(kConnections + 4);
+  uint16_t refused_port = closed_port();
+  int step[2];
+  ASSERT_EQ(pipe(step), 0);
+  std::vector<uint16_t> order; // local ports in connect order, from the child
+  int ports[2];
+  ASSERT_EQ(pipe(ports), 0);
+  std::thread server([&] {
+    std::vector<int> accepted;
+    while (int(accepted.size()) < kConnections) {
+      int c = accept(l.fd, nullptr, nullptr);
+      if (c < 0)
+        break;
+      accepted.push_back(c);
+    }
+    char go;
+    (void)!read(step[0], &go, 1); // the refusal is done: reset them all
+    linger lg{1, 0};
+    for (int c : accepted) {
+      setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+      close(c);
+    }
+  });
+  auto cap = run_watched(
+      [&] {
+        std::vector<int> fds;
+        for (int i = 0; i < kConnections; ++i) {
+          int fd = nb_connect("127.0.0.1", l.port);
+          pollfd p{fd, POLLOUT, 0};
+          poll(&p, 1, 2000);
+          sockaddr_in local = {};
+          socklen_t len = sizeof(local);
+          getsockname(fd, reinterpret_cast<sockaddr *>(&local), &len);
+          uint16_t port = ntohs(local.sin_port);
+          (void)!write(ports[1], &port, sizeof(port));
+          fds.push_back(fd);
+        }
+        int refused = nb_connect("127.0.0.1", refused_port);
+        sleep_s(0.1);
+        close(refused);
+        (void)!write(step[1], "g", 1);
+        for (int fd : fds) {
+          pollfd p{fd, POLLIN, 0};
+          poll(&p, 1, 2000);
+          close(fd);
+        }
+      },
+      0.5, 15, &tracer);
+  server.join();
+  for (int i = 0; i < kConnections; ++i) {
+    uint16_t port = 0;
+    ASSERT_EQ(read(ports[0], &port, sizeof(port)), ssize_t(sizeof(port)));
+    order.push_back(port);
+  }
+  for (int fd : {step[0], step[1], ports[0], ports[1]})
+    close(fd);
+
+  std::set<uint16_t> reset_ports;
+  for (const auto &c : cap.of<ConnFail>(cap.pid))
+    if (c.failure == ConnFailure::RstEstablished && c.remote.port == l.port)
+      reset_ports.insert(c.local.port);
+  std::set<uint16_t> expected;
+  for (int i = 0; i < kConnections; ++i)
+    if (i < 8 || i >= 13) // 1-8 and 14-20, counted from one
+      expected.insert(order[i]);
+  EXPECT_EQ(reset_ports, expected) << dump(cap);
+  EXPECT_TRUE(find_conn(cap.of<ConnFail>(cap.pid), ConnFailure::RstInSynSent, refused_port)) << dump(cap);
+  EXPECT_EQ(tracer.losses().conn_map_full, 5u);
+}
+
+TEST(KernelCapture, AConnectionTableSizeThatIsNotAPowerOfTwoIsRefusedInOneLine) {
+  TracerOptions opts;
+  opts.conn_table_buckets = {3, 1};
+  try {
+    Tracer tracer(opts);
+    FAIL() << "a table of 3 hot buckets was accepted";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(), "connection table buckets must be powers of two no larger than the compiled sizes");
+  }
+  opts.conn_table_buckets = {64, 8192};
+  EXPECT_THROW(Tracer{opts}, Error);
+}
