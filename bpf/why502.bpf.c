@@ -228,13 +228,19 @@ static __always_inline struct conn_info *conn_find(const struct sock *sk, __u32 
 	return cookie ? conn_find_cookie(cookie, slot_out) : NULL;
 }
 
-/* Take a free slot of this bucket for the cookie; -1 if it has none. */
-static __always_inline int conn_take_free(__u32 bucket, __u64 cookie)
+/* This cookie's slot in this bucket: the one it already holds (a socket connecting again after a
+ * CLOSE the kernel skipped), else a free one taken; -1 if neither. */
+static __always_inline int conn_take(__u32 bucket, __u64 cookie)
 {
 	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
 
 	if (!b)
 		return -1;
+#pragma unroll
+	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
+		if (b->cookie[i] == cookie)
+			return i;
+	}
 #pragma unroll
 	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
 		if (b->cookie[i] == 0 && __sync_val_compare_and_swap(&b->cookie[i], 0, cookie) == 0)
@@ -267,26 +273,23 @@ static __always_inline int conn_take_oldest(__u32 bucket, __u64 cookie)
 	return pick;
 }
 
-/* Claim a slot for a socket entering SYN_SENT (a socket may connect again after a failed attempt:
- * its entry is reused): its hot bucket, else its overflow bucket, else the overflow bucket's
- * oldest entry, counted, since either it was left behind by a skipped CLOSE or the table is truly
- * full and that connection is no longer followed. */
+/* Claim a slot for a socket entering SYN_SENT: in its hot bucket, else its overflow bucket, else
+ * the overflow bucket's oldest entry, counted, since either it was left behind by a skipped CLOSE or
+ * the table is truly full and that connection is no longer followed. The overflow bucket (a cold
+ * line) is read only when the hot one is full: a cookie held in the overflow is found there, one held
+ * in the hot bucket before it, so conn_find always meets the entry claimed here first. */
 static __always_inline struct conn_info *conn_claim(__u64 cookie)
 {
 	__u32 hash = conn_hash(cookie), bucket, slot;
-	struct conn_info *ci;
 	int got;
 
 	if (!cookie)
 		return NULL;
-	ci = conn_find_cookie(cookie, &slot);
-	if (ci)
-		return ci;
 	bucket = conn_hot_bucket(hash);
-	got = conn_take_free(bucket, cookie);
+	got = conn_take(bucket, cookie);
 	if (got < 0) {
 		bucket = conn_overflow_bucket(hash);
-		got = conn_take_free(bucket, cookie);
+		got = conn_take(bucket, cookie);
 	}
 	if (got < 0) {
 		count_loss(WHY502_LOSS_CONN_MAP);
