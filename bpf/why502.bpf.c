@@ -123,22 +123,22 @@ static __always_inline void count_loss(__u32 site)
  * ns/run against 158 with this table, 10 runs per proxied request (bench, bpf_stats, keepalive off;
  * docs/DESIGN.md). Array lookups are inlined by the verifier.
  *
- * Keyed by the socket's cookie, which conn_start gives the socket at its SYN_SENT: a socket starts
- * with none (sk_alloc zeroes it, sk_clone_lock resets it), so every other socket leaves on one load
- * from struct sock (conn_find), and a followed one is found without a probe read of its
- * address (the verifier forbids arithmetic on the trusted pointer): ~100 ns less per followed
- * transition than address keys (bench/results, DESIGN.md). A cookie is never reused, so a stale
- * entry cannot be taken for another socket, as a reused address could. A slot is claimed with a
+ * Keyed by the socket's cookie, which on_inet_sock_set_state gives the socket at its SYN_SENT: a
+ * socket starts with none (sk_alloc zeroes it, sk_clone_lock resets it), so every other socket
+ * leaves on one load from struct sock (conn_find), and a followed one is found without a probe read
+ * of its address (the verifier forbids arithmetic on the trusted pointer). That bought no measurable
+ * time (making the cookie costs about what it saves; DESIGN.md); it is kept because a cookie is
+ * never reused, so a stale entry cannot be taken for another socket, as a reused address could. A slot is claimed with a
  * compare-and-swap (two workers may connect at once on two CPUs) and freed at the socket's CLOSE,
  * which every TCP socket passes through before it is freed; a CLOSE the kernel skipped (a run
  * missed to recursion) would leave its entry behind, so a full bucket gives its oldest entry to the
  * new connection, counted as a loss (WHY502_LOSS_CONN_MAP), never silently. */
 #define CONN_SLOTS_PER_BUCKET 8
 /* Two candidate buckets per cookie: one among a few hot buckets, tried first, and one in the large
- * overflow. The hot part (4 KiB of buckets, 45 KiB of conn_info) stays in cache, so a proxy with up
- * to a few hundred connections in flight never touches a cold line; a table sized for 32768
- * connections alone cost a cache miss or two per new connection (a random bucket and conn_info in
- * 3 MB): 146 → 126 ns/run in the bench's A/B (DESIGN.md). */
+ * overflow. The hot part (4 KiB of buckets, 45 KiB of conn_info) can stay in cache, where a table
+ * sized for 32768 connections alone puts each new connection on a random bucket and conn_info in
+ * 3 MB. One A/B run with a 64-bucket table gave 146 → 126 ns/run; later runs of this layout were
+ * inside the noise (DESIGN.md). */
 #define CONN_HOT_BUCKETS 64
 #define CONN_OVERFLOW_BUCKETS 4096
 #define CONN_BUCKETS (CONN_HOT_BUCKETS + CONN_OVERFLOW_BUCKETS) /* 33280 connections in flight */
@@ -230,27 +230,26 @@ static __always_inline struct conn_info *conn_find(const struct sock *sk, __u32 
 
 /* This cookie's slot in this bucket: the one it already holds (a socket connecting again after a
  * CLOSE the kernel skipped), else a free one taken; -1 if neither. */
-static __always_inline int conn_take(__u32 bucket, __u64 cookie)
+static __always_inline long conn_take(__u32 bucket, __u64 cookie)
 {
-	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
+	long held = conn_slot_in_bucket(bucket, cookie);
+	struct conn_bucket *b;
 
+	if (held >= 0)
+		return held;
+	b = bpf_map_lookup_elem(&conn_buckets, &bucket);
 	if (!b)
 		return -1;
 #pragma unroll
 	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
-		if (b->cookie[i] == cookie)
-			return i;
-	}
-#pragma unroll
-	for (int i = 0; i < CONN_SLOTS_PER_BUCKET; i++) {
 		if (b->cookie[i] == 0 && __sync_val_compare_and_swap(&b->cookie[i], 0, cookie) == 0)
-			return i;
+			return bucket * CONN_SLOTS_PER_BUCKET + i;
 	}
 	return -1;
 }
 
 /* Give the slot of this full bucket whose connection began longest ago to the cookie. */
-static __always_inline int conn_take_oldest(__u32 bucket, __u64 cookie)
+static __always_inline long conn_take_oldest(__u32 bucket, __u64 cookie)
 {
 	struct conn_bucket *b = bpf_map_lookup_elem(&conn_buckets, &bucket);
 	__u64 oldest = ~0ULL;
@@ -270,7 +269,7 @@ static __always_inline int conn_take_oldest(__u32 bucket, __u64 cookie)
 	}
 	pick &= CONN_SLOTS_PER_BUCKET - 1;
 	b->cookie[pick] = cookie;
-	return pick;
+	return bucket * CONN_SLOTS_PER_BUCKET + pick;
 }
 
 /* Claim a slot for a socket entering SYN_SENT: in its hot bucket, else its overflow bucket, else
@@ -280,24 +279,21 @@ static __always_inline int conn_take_oldest(__u32 bucket, __u64 cookie)
  * in the hot bucket before it, so conn_find always meets the entry claimed here first. */
 static __always_inline struct conn_info *conn_claim(__u64 cookie)
 {
-	__u32 hash = conn_hash(cookie), bucket, slot;
-	int got;
+	__u32 hash = conn_hash(cookie), slot;
+	long got;
 
 	if (!cookie)
 		return NULL;
-	bucket = conn_hot_bucket(hash);
-	got = conn_take(bucket, cookie);
-	if (got < 0) {
-		bucket = conn_overflow_bucket(hash);
-		got = conn_take(bucket, cookie);
-	}
+	got = conn_take(conn_hot_bucket(hash), cookie);
+	if (got < 0)
+		got = conn_take(conn_overflow_bucket(hash), cookie);
 	if (got < 0) {
 		count_loss(WHY502_LOSS_CONN_MAP);
-		got = conn_take_oldest(bucket, cookie);
+		got = conn_take_oldest(conn_overflow_bucket(hash), cookie);
 		if (got < 0)
 			return NULL;
 	}
-	slot = bucket * CONN_SLOTS_PER_BUCKET + (got & (CONN_SLOTS_PER_BUCKET - 1));
+	slot = (__u32)got;
 	return bpf_map_lookup_elem(&conns, &slot);
 }
 

@@ -139,6 +139,14 @@ inline uint16_t closed_port(bool v6 = false) {
   return l.port;
 }
 
+inline sockaddr_in loopback_v4(uint16_t port) {
+  sockaddr_in a = {};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
 // Non-blocking connect like nginx's; returns the fd (or -errno).
 inline int nb_connect(const char *addr, uint16_t port) {
   bool v6 = strchr(addr, ':') != nullptr;

@@ -44,6 +44,27 @@ void enter_private_netns() {
   sh("ip link set lo up");
 }
 
+// The peer of a reset burst: accepts `n` connections, waits for a byte on `go_fd`, then closes
+// them all with SO_LINGER 0, back to back (a burst of RSTs).
+std::thread accept_then_reset(const Listener &l, int n, int go_fd) {
+  return std::thread([&l, n, go_fd] {
+    std::vector<int> accepted;
+    while (int(accepted.size()) < n) {
+      int c = accept(l.fd, nullptr, nullptr);
+      if (c < 0)
+        break;
+      accepted.push_back(c);
+    }
+    char go;
+    (void)!read(go_fd, &go, 1);
+    linger lg{1, 0};
+    for (int c : accepted) {
+      setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+      close(c);
+    }
+  });
+}
+
 } // namespace
 
 TEST(KernelCapture, ConnectToClosedPortV4IsRstInSynSent) {
@@ -79,10 +100,7 @@ TEST(KernelCapture, ASocketConnectingAgainAfterARefusalGivesARecordPerAttempt) {
   uint16_t port = closed_port();
   auto cap = run_watched([&] {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a = {};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    sockaddr_in a = loopback_v4(port);
     for (int attempt = 0; attempt < 2; attempt++) {
       if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0 || errno != ECONNREFUSED)
         _exit(93);
@@ -118,10 +136,7 @@ TEST(KernelCapture, SocketsWithCookiesFromElsewhereAreFollowedOnlyWhenWatched) {
       int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
       if (cookie_of(fd) == 0)
         _exit(94);
-      sockaddr_in a = {};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(port);
-      inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+      sockaddr_in a = loopback_v4(port);
       (void)!connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a));
       sleep_s(0.05);
       close(fd);
@@ -132,10 +147,7 @@ TEST(KernelCapture, SocketsWithCookiesFromElsewhereAreFollowedOnlyWhenWatched) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (cookie_of(fd) == 0)
       _exit(94);
-    sockaddr_in a = {};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    sockaddr_in a = loopback_v4(port);
     (void)!connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a));
     sleep_s(0.2);
     close(fd);
@@ -499,22 +511,7 @@ TEST(KernelCapture, ABurstOfResetsOnManyOpenConnectionsGivesOneRecordEach) {
   Listener l(kConnections + 16);
   int connected[2];
   ASSERT_EQ(pipe(connected), 0);
-  std::thread server([&] {
-    std::vector<int> accepted;
-    while (int(accepted.size()) < kConnections) {
-      int c = accept(l.fd, nullptr, nullptr);
-      if (c < 0)
-        break;
-      accepted.push_back(c);
-    }
-    char go;
-    (void)!read(connected[0], &go, 1); // the client holds them all open now
-    linger lg{1, 0};
-    for (int c : accepted) { // back to back: a burst of RSTs
-      setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-      close(c);
-    }
-  });
+  std::thread server = accept_then_reset(l, kConnections, connected[0]); // go: the client holds them all
   auto cap = run_watched([&] {
     std::vector<int> fds;
     for (int i = 0; i < kConnections; ++i)
@@ -569,22 +566,7 @@ TEST(KernelCapture, AFullConnectionTableGivesItsOldestSlotAndCountsIt) {
   std::vector<uint16_t> order; // local ports in connect order, from the child
   int ports[2];
   ASSERT_EQ(pipe(ports), 0);
-  std::thread server([&] {
-    std::vector<int> accepted;
-    while (int(accepted.size()) < kConnections) {
-      int c = accept(l.fd, nullptr, nullptr);
-      if (c < 0)
-        break;
-      accepted.push_back(c);
-    }
-    char go;
-    (void)!read(step[0], &go, 1); // the refusal is done: reset them all
-    linger lg{1, 0};
-    for (int c : accepted) {
-      setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-      close(c);
-    }
-  });
+  std::thread server = accept_then_reset(l, kConnections, step[0]); // go: the refusal is done
   auto cap = run_watched(
       [&] {
         std::vector<int> fds;
