@@ -25,8 +25,8 @@ nlohmann::json stats_json(const LossCounters &l, uint64_t events) {
           {"lost_watch_map_full", l.watch_map_full},
           {"lost_host_rate_limited", l.host_rate_limited},
           {"lost_undecodable", l.undecodable},
-          {"lost_runs_missed", l.runs_missed},
-          {"fd_walks_capped", l.fd_walks_capped}};
+          {"fd_walks_capped", l.fd_walks_capped},
+          {"kernel_runs_missed", l.runs_missed}};
 }
 
 void warn_degraded(const Tracer &tracer) {

@@ -107,6 +107,11 @@ struct Metrics::Impl {
                                       .Name("why502_kernel_records_rate_limited_total")
                                       .Help("Host-wide kernel records not sent by design: over the per-second rate limit")
                                       .Register(*registry);
+  Family<Counter> &runs_missed = prometheus::BuildCounter()
+                                     .Name("why502_kernel_runs_missed_total")
+                                     .Help("BPF program runs the kernel skipped because the same program was "
+                                           "already running on that CPU (mostly sockets nobody follows)")
+                                     .Register(*registry);
   Family<Counter> &log_lines = prometheus::BuildCounter()
                                    .Name("why502_log_lines_total")
                                    .Help("nginx log lines read, by log and result (parsed, unparsed, dropped, "
@@ -279,7 +284,7 @@ void Metrics::totals(const MetricsTotals &t) {
   m.mirror(m.lost, {{"site", "conn_map_full"}}, t.losses.conn_map_full);
   m.mirror(m.lost, {{"site", "watch_map_full"}}, t.losses.watch_map_full);
   m.mirror(m.lost, {{"site", "undecodable"}}, t.losses.undecodable);
-  m.mirror(m.lost, {{"site", "runs_missed"}}, t.losses.runs_missed);
+  m.mirror(m.runs_missed, {}, t.losses.runs_missed);
   m.mirror(m.rate_limited, {}, t.losses.host_rate_limited);
   m.mirror(m.log_lines, {{"log", "error"}, {"result", "parsed"}}, t.error_lines_parsed);
   m.mirror(m.log_lines, {{"log", "error"}, {"result", "unparsed"}}, t.error_lines_unparsed);
